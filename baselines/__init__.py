@@ -1,0 +1,1 @@
+"""The methods the papers compare with, one file each. Every module here is registered as a plugin."""

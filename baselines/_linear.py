@@ -1,0 +1,22 @@
+"""Helpers shared by the linear-projection baselines (LSH, PCAH, ITQ): centring and PCA."""
+import torch
+
+from bench.errors import BenchError
+
+
+def centre(x: torch.Tensor):
+    """(x - mean, mean): the hashing baselines centre with the training mean ("VERY IMPORTANT" in the reference
+    MATLAB code), so that sign() splits every direction near its middle."""
+    mean = x.mean(0, keepdim=True)
+    return x - mean, mean
+
+
+def pca_directions(x_centred: torch.Tensor, n_components: int, method_name: str) -> torch.Tensor:
+    """(d, n_components) top eigenvectors of the covariance, largest eigenvalue first (float64 eigh for accuracy)."""
+    d = x_centred.shape[1]
+    if n_components > d:
+        raise BenchError(f"{method_name} needs n_bits <= the input dimension ({d}); got {n_components}")
+    x64 = x_centred.to(torch.float64)
+    cov = x64.T @ x64 / max(1, x64.shape[0] - 1)
+    _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
+    return vectors[:, -n_components:].flip(1).to(x_centred.dtype)

@@ -1,0 +1,187 @@
+"""The ``bench`` command: list, run, evaluate, table, bench-eval.
+
+Every user error is a ``BenchError``: printed on one line as ``bench: error: ...``, exit status 2, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from bench.errors import BenchError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", help="folder holding the datasets (default: $HASHBENCH_DATA, else "
+                                            "~/.cache/hashbench/data); only read, never written")
+    parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets "
+                                                                "into the data root")
+    parser.add_argument("--results", help="results folder (default: $HASHBENCH_RESULTS, else ./results)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="hashbench: run, score and tabulate hashing methods")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="methods, datasets/protocols and tables")
+    _common(p)
+
+    p = sub.add_parser("run", help="run methods on a protocol over a grid of bits and seeds")
+    _common(p)
+    p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
+    p.add_argument("--dataset", default="digits", help="dataset/protocol name (default: digits)")
+    p.add_argument("--bits", nargs="+", default=["16", "32", "64"], help="code lengths (default: 16 32 64)")
+    p.add_argument("--seeds", nargs="+", default=["0"], help="run seeds (default: 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field")
+    p.add_argument("--input", help="input view (default: pixels for vector methods, images for image methods)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--force", action="store_true", help="rerun cells already stored")
+
+    p = sub.add_parser("evaluate", help="score codes from anywhere: an .npz with query_codes, db_codes, "
+                                        "query_labels, db_labels")
+    p.add_argument("codes", help="the .npz file")
+    p.add_argument("--topk", nargs="+", type=int, default=[1000], help="cutoffs K for map@K (default: 1000)")
+    p.add_argument("--radius", type=int, default=2, help="Hamming radius for p@h<=R (default: 2)")
+    p.add_argument("--curves", action="store_true", help="include the PR and P@N curves")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+
+    p = sub.add_parser("table", help="render a paper-layout table from the stored records")
+    _common(p)
+    p.add_argument("name", help="table name (see bench list)")
+    p.add_argument("--format", default="markdown", help="markdown or latex (default: markdown)")
+    p.add_argument("--out", help="also write the table to this file")
+
+    p = sub.add_parser("bench-eval", help="time the evaluator against the per-query argsort reference")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--database", type=int, default=54000)
+    p.add_argument("--bits", type=int, default=64)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-reference", action="store_true", help="time only ours (for sizes the reference "
+                                                               "cannot handle)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except BenchError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished runs are stored, the current one is not", file=sys.stderr)
+        return 130
+
+
+def cmd_list(args) -> None:
+    from bench.registry import get_registry
+    reg = get_registry()
+    methods = [[m.name, m.paper, m.supervision, m.input, reg.origins[("method", m.name)]]
+               for m in sorted(reg.methods.values(), key=lambda m: m.name)]
+    print("Methods\n" + tabulate(methods, headers=["name", "paper", "supervision", "input", "module"]))
+    protocols = [[p.name, _wrap(p.description)] for p in reg.protocols.values()]
+    print("\nDatasets and protocols\n" + tabulate(protocols, headers=["name", "split"]))
+    tables = [[t.name, _wrap(t.title)] for t in reg.tables.values()]
+    print("\nTables\n" + tabulate(tables, headers=["name", "what"]))
+
+
+def _wrap(text: str, width: int = 90) -> str:
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _parse_sets(pairs) -> tuple:
+    out = []
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise BenchError(f"--set expects KEY=VALUE; got {pair!r}")
+        out.append((key.strip(), value))
+    return tuple(out)
+
+
+def _ints(values, what: str, low: int = 0) -> list[int]:
+    try:
+        out = [int(v) for v in values]
+    except ValueError:
+        raise BenchError(f"{what} must be integers; got {' '.join(values)}") from None
+    if any(v < low for v in out):
+        raise BenchError(f"{what} must be >= {low}; got {' '.join(values)}")
+    return out
+
+
+def cmd_run(args) -> None:
+    from bench.runner import Cell, check_bits, resolve_device, run_grid
+    bits = check_bits(args.bits)
+    seeds = _ints(args.seeds, "--seeds")
+    overrides = _parse_sets(args.set)
+    device = resolve_device(args.device)
+    cells = [Cell(m, args.dataset, b, s, overrides, args.input) for m in args.method for b in bits for s in seeds]
+    records = run_grid(cells, device=device, results_dir=args.results, data_root=args.data_root,
+                       download=args.download, force=args.force, log=lambda line: print(line, file=sys.stderr))
+    print(summary(records))
+
+
+def summary(records: list[dict]) -> str:
+    """Mean +- std over seeds per (method, bits) of the main metrics, x100, and the mean fit time."""
+    import pandas as pd
+    rows = [{"method": r["method"], "bits": r["n_bits"], **r["metrics"], "fit s": r["timings"]["fit_s"]}
+            for r in records]
+    frame = pd.DataFrame(rows)
+    metrics = [c for c in frame.columns if c.startswith(("map", "p@h"))]
+    out = []
+    for (method, bits), g in frame.groupby(["method", "bits"], sort=False):
+        cells = [f"{100 * g[m].mean():.2f} ± {100 * g[m].std(ddof=1):.2f}" if len(g) > 1
+                 else f"{100 * g[m].mean():.2f}" for m in metrics]
+        out.append([method, bits, len(g), *cells, f"{g['fit s'].mean():.2f}"])
+    return tabulate(out, headers=["method", "bits", "seeds", *metrics, "fit s"], disable_numparse=True)
+
+
+def cmd_evaluate(args) -> None:
+    from bench.metrics import evaluate
+    path = Path(args.codes)
+    if not path.exists():
+        raise BenchError(f"codes file {path} does not exist")
+    try:
+        data = np.load(path, allow_pickle=False)
+        arrays = {k: data[k] for k in data.files}
+    except Exception as e:
+        raise BenchError(f"cannot read {path} as an .npz file: {e}") from None
+    needed = ("query_codes", "db_codes", "query_labels", "db_labels")
+    missing = [k for k in needed if k not in arrays]
+    if missing:
+        raise BenchError(f"{path} lacks {', '.join(missing)} (has: {', '.join(arrays) or 'nothing'})")
+    result = evaluate(*(arrays[k] for k in needed), topk=args.topk, radius=args.radius, device=args.device)
+    if not args.curves:
+        result.pop("curves")
+    print(json.dumps(result, indent=1))
+
+
+def cmd_table(args) -> None:
+    from bench.registry import get_registry
+    from bench.tables import render
+    text = render(get_registry().table(args.name), args.format, args.results)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+
+def cmd_bench_eval(args) -> None:
+    from bench.speed import benchmark_evaluator
+    report = benchmark_evaluator(args.queries, args.database, args.bits, args.classes, device=args.device,
+                                 repeats=args.repeats, reference=not args.no_reference)
+    print(json.dumps(report, indent=1))
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "evaluate": cmd_evaluate, "table": cmd_table,
+            "bench-eval": cmd_bench_eval}
+
+if __name__ == "__main__":
+    sys.exit(main())

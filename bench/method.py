@@ -1,0 +1,125 @@
+"""The method contract: what every hashing method implements, and the helpers they share.
+
+A method only fits and encodes; the harness owns data, splits, metrics, timing and storage (scikit-learn
+discipline: hyperparameters in, no work in ``__init__``, ``fit`` returns self, learned state ends in ``_``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from bench.errors import BenchError, unknown
+
+SUPERVISION = ("none", "labels", "pairs")  # "none": the runner passes no labels at all
+INPUTS = ("vectors", "images")  # vectors: float32 (n, d); images: uint8 (n, c, h, w)
+
+
+class Method(ABC):
+    """Base class of every hashing method.
+
+    Subclasses set the class variables, define a frozen ``Config`` dataclass whose defaults are the paper's values
+    (a why-comment per field), and implement ``fit`` and ``encode``.
+    """
+
+    name: ClassVar[str]  # registry key, e.g. "itq"
+    paper: ClassVar[str]  # short citation, e.g. "Gong & Lazebnik, CVPR 2011"
+    supervision: ClassVar[str]  # one of SUPERVISION
+    input: ClassVar[str]  # one of INPUTS
+    smoke: ClassVar[dict] = {}  # Config overrides that make fit() take seconds (tests, CI)
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        pass
+
+    def __init__(self, n_bits: int, config: Config | None = None, *, device="cpu", seed: int = 0):
+        self.n_bits = n_bits
+        self.config = config if config is not None else self.Config()
+        self.device = torch.device(device)
+        self.seed = seed
+
+    @abstractmethod
+    def fit(self, x: torch.Tensor, y: torch.Tensor | None = None) -> "Method":
+        """Learn from the training set ``x`` (on ``self.device``); ``y`` only for supervised methods
+        (class ids (n,) int64 or multi-hot (n, c) float32). Returns self."""
+
+    @abstractmethod
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes of ``x``: (n, n_bits) int8 in {-1, +1}, never 0, on ``self.device``."""
+
+    def generator(self) -> torch.Generator:
+        """A CPU generator seeded with the run seed. Random draws are made on the CPU and moved to the device,
+        so a seed gives the same numbers on every device."""
+        return torch.Generator().manual_seed(self.seed)
+
+    def check_fitted(self, *attributes: str) -> None:
+        if any(not hasattr(self, a) for a in attributes):
+            raise BenchError(f"{self.name}: encode() called before fit()")
+
+
+def binarize(t: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """sign(t - threshold) as int8 {-1, +1} with sign(0) = +1 (the convention recorded with every result).
+
+    Non-finite values are an error, not a code: sign(NaN) would silently become a bit."""
+    if not torch.isfinite(t).all():
+        raise BenchError("non-finite values (NaN or inf) in the real-valued outputs to binarize; the method diverged")
+    return torch.where(t >= threshold, 1, -1).to(torch.int8)
+
+
+def config_fields(method_cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(method_cls.Config)}
+
+
+def parse_value(text: str, kind, key: str):
+    """Turn the text of ``--set key=value`` into the field's declared type, or say why not."""
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise BenchError(f"--set {key}={text}: expected a boolean (true/false)")
+    if origin is typing.Literal:
+        choices = typing.get_args(kind)
+        if text not in choices:
+            raise unknown(f"value for {key}", text, choices)
+        return text
+    if origin is tuple:
+        (item_kind, *_rest) = typing.get_args(kind)
+        return tuple(parse_value(part, item_kind, key) for part in text.split(",") if part.strip())
+    if kind in (int, float, str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise BenchError(f"--set {key}={text}: expected {kind.__name__}") from None
+    raise BenchError(f"--set {key}: fields of type {kind} cannot be set from the command line")
+
+
+def make_config(method_cls, overrides: dict | None = None):
+    """The method's Config with ``overrides`` applied. Values may be strings (from ``--set``), parsed by the
+    field's type, or already typed (from Python). Unknown keys fail with a suggestion."""
+    overrides = dict(overrides or {})
+    fields = config_fields(method_cls)
+    hints = typing.get_type_hints(method_cls.Config)
+    values = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise unknown(f"--set key for {method_cls.name}", key, fields or ["(this method has no settings)"])
+        kind = hints[key]
+        if isinstance(value, str):
+            value = parse_value(value, kind, key)
+        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif typing.get_origin(kind) is None and not isinstance(value, kind):
+            raise BenchError(f"{method_cls.name}: {key}={value!r} has type {type(value).__name__}, "
+                             f"expected {kind.__name__}")
+        values[key] = value
+    return method_cls.Config(**values)
+
+
+def config_dict(config) -> dict:
+    return dataclasses.asdict(config)

@@ -1,0 +1,80 @@
+"""Run records: one JSON file per run, written atomically, loaded into one long pandas DataFrame.
+
+A record's file name holds its run id (a hash of everything that determines the result: method, config,
+protocol, input view, bits, seed, evaluation settings), so two processes writing different cells never touch
+the same file, and two writing the same cell replace one complete file with another (temp file + rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+RESULTS_ENV = "HASHBENCH_RESULTS"
+
+
+def default_results_dir() -> Path:
+    return Path(os.environ.get(RESULTS_ENV) or "results")
+
+
+def run_id(identity: dict) -> str:
+    """A short stable hash of the JSON-serialised identity of a run."""
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def record_path(results_dir: Path, identity: dict) -> Path:
+    name = f"{identity['method']}_{identity['protocol']}_{identity['input']}_{identity['n_bits']}b_" \
+           f"s{identity['seed']}_{run_id(identity)}.json"
+    return Path(results_dir) / "runs" / name
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Atomic: the record appears complete or not at all (a killed run leaves only a stray temp file, ignored)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_records(results_dir: Path | str | None = None) -> list[dict]:
+    """Every readable record under ``results_dir/runs``; unreadable files are skipped with a warning naming them."""
+    runs = Path(results_dir or default_results_dir()) / "runs"
+    records = []
+    for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+            if record.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError(f"schema version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        except (OSError, ValueError) as e:
+            warnings.warn(f"skipping unreadable run record {path}: {e}")
+            continue
+        records.append(record)
+    return records
+
+
+def load_results(results_dir: Path | str | None = None) -> pd.DataFrame:
+    """One long frame: a row per (run, scalar metric) with the run's identity columns.
+
+    Columns: run_id, method, protocol, input, n_bits, seed, default_config, device, tie_policy, metric, value."""
+    rows = []
+    for r in read_records(results_dir):
+        base = {"run_id": r["run_id"], "method": r["method"], "protocol": r["protocol"], "input": r["input"],
+                "n_bits": r["n_bits"], "seed": r["seed"], "default_config": r["config_is_default"],
+                "device": r["environment"]["device"], "tie_policy": r["semantics"]["tie_policy"]}
+        rows += [{**base, "metric": k, "value": float(v)} for k, v in r["metrics"].items()]
+    columns = ["run_id", "method", "protocol", "input", "n_bits", "seed", "default_config", "device", "tie_policy",
+               "metric", "value"]
+    return pd.DataFrame(rows, columns=columns)
