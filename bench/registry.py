@@ -7,6 +7,7 @@ module named in the ``bench`` entry-point group. Each implements hooks from ``be
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
 from functools import lru_cache
 
@@ -39,11 +40,17 @@ def make_plugin_manager(entry_points: bool = True) -> pluggy.PluginManager:
                 name = f"{folder}.{info.name}"
                 pm.register(_import(name), name)
     if entry_points:
-        try:
-            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
-        except Exception as e:
-            raise BenchError(f"an installed plugin (entry-point group 'bench') failed to load: "
-                             f"{type(e).__name__}: {e}") from e
+        # As pluggy's load_setuptools_entrypoints, but a failure names the module and the package it came from.
+        for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+            if pm.get_plugin(ep.name) is not None:
+                continue
+            package = ep.dist.name if ep.dist else "?"
+            try:
+                plugin = ep.load()
+            except Exception as e:
+                raise BenchError(f"plugin module {ep.value} (entry point {ep.name!r} of package {package}) failed "
+                                 f"to import: {type(e).__name__}: {e}") from e
+            pm.register(plugin, ep.value)
     return pm
 
 

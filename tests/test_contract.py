@@ -1,0 +1,78 @@
+"""Contract tests over the whole registry: a new method is checked by tests that already exist."""
+import dataclasses
+
+import pytest
+import torch
+
+from bench.data import PROTOCOLS, load_split
+from bench.errors import BenchError
+from bench.method import make_config
+from bench.metrics import evaluate
+from bench.registry import get_registry
+from bench.runner import DEFAULT_VIEW, check_codes
+from conftest import needs_cuda
+
+METHODS = sorted(get_registry().methods.values(), key=lambda m: m.name)
+DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
+
+
+def fitted(cls, n_bits=16, seed=0, device="cpu"):
+    split = load_split(DIGITS, DEFAULT_VIEW[cls.input], device)
+    method = cls(n_bits, make_config(cls, cls.smoke), device=device, seed=seed)
+    labels = None if cls.supervision == "none" else split.y_train
+    return method.fit(split.x_train, labels), split
+
+
+@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
+def test_declares_its_contract(cls):
+    assert cls.paper and cls.name == cls.name.lower()
+    assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen
+    cls.Config()  # every field has a (paper) default
+    make_config(cls, cls.smoke)  # the smoke overrides name real fields with valid types
+    import importlib
+    assert importlib.import_module(cls.__module__).__doc__, "the module docstring names the paper"
+
+
+@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
+def test_init_does_no_work_and_encode_needs_fit(cls):
+    method = cls(8, seed=3)
+    assert not [k for k in vars(method) if k.endswith("_")], "learned state must only appear in fit()"
+    split = load_split(DIGITS, DEFAULT_VIEW[cls.input], "cpu")
+    with pytest.raises(BenchError, match="before fit"):
+        method.encode(split.x_query)
+
+
+@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
+@pytest.mark.parametrize("n_bits", [8, 32])
+def test_fit_returns_self_and_codes_obey_the_contract(cls, n_bits):
+    method, split = fitted(cls, n_bits)
+    assert isinstance(method, cls)
+    codes = method.encode(split.x_database)
+    assert codes.dtype == torch.int8 and codes.shape == (split.x_database.shape[0], n_bits)
+    check_codes(codes, split.x_database.shape[0], n_bits, cls.name)
+
+
+@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
+def test_same_seed_same_codes(cls):
+    a, split = fitted(cls, 16, seed=5)
+    b, _ = fitted(cls, 16, seed=5)
+    assert torch.equal(a.encode(split.x_query), b.encode(split.x_query))
+
+
+@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
+def test_better_than_chance_on_digits(cls):
+    method, split = fitted(cls, 32)
+    r = evaluate(method.encode(split.x_query), method.encode(split.x_database), split.y_query, split.y_database)
+    chance = 0.1  # ten balanced classes: random codes give mAP ~ 0.1
+    assert r["map"] > chance + 0.1, r["map"]
+
+
+@needs_cuda
+@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
+def test_runs_on_cuda(cls):
+    method, split = fitted(cls, 16, device="cuda")
+    codes = method.encode(split.x_query)
+    assert codes.device.type == "cuda"
+    cpu_method, cpu_split = fitted(cls, 16, device="cpu")
+    agree = (codes.cpu() == cpu_method.encode(cpu_split.x_query)).float().mean()
+    assert agree > 0.95  # same seed, same draws (made on the CPU); float differences may flip a few bits

@@ -1,0 +1,72 @@
+"""Protocols: sizes, disjointness, determinism, device residency, loaders and their errors."""
+import numpy as np
+import pytest
+
+from bench.data import PROTOCOLS, _images, load_split
+from bench.errors import BenchError
+from conftest import DATA_ROOT, needs_mnist
+
+BY_NAME = {p.name: p for p in PROTOCOLS}
+
+
+def test_digits_protocol():
+    s = load_split(BY_NAME["digits"], "pixels", "cpu")
+    idx = s.indices
+    assert len(idx["query"]) == 100 and len(idx["database"]) == 1697
+    assert np.array_equal(idx["train"], idx["database"]) and not set(idx["query"]) & set(idx["database"])
+    assert np.bincount(s.y_query.numpy()).tolist() == [10] * 10
+    assert s.x_query.dtype.is_floating_point and 0 <= float(s.x_query.min()) and float(s.x_query.max()) <= 1
+    assert s.x_train.data_ptr() == s.x_database.data_ptr()  # shared, not copied
+    images = load_split(BY_NAME["digits"], "images", "cpu")
+    assert images.x_query.shape == (100, 1, 8, 8) and str(images.x_query.dtype) == "torch.uint8"
+
+
+def test_split_uses_the_protocol_seed_only():
+    y = np.repeat(np.arange(10), 700)
+    cao = BY_NAME["cifar10-cao2018"]
+    a, b = cao.split_indices(y), cao.split_indices(y)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert len(a["query"]) == 1000 and len(a["train"]) == 5000 and len(a["database"]) == 1000
+    assert not (set(a["query"]) & set(a["train"]) or set(a["query"]) & set(a["database"])
+                or set(a["train"]) & set(a["database"]))
+
+
+def test_too_small_class_is_an_error():
+    with pytest.raises(BenchError, match="class 1 has 3 images, needs 100"):
+        BY_NAME["mnist-dizaji2018"].split_indices(np.array([0] * 200 + [1] * 3))
+
+
+@needs_mnist
+def test_mnist_dizaji_protocol():
+    s = load_split(BY_NAME["mnist-dizaji2018"], "pixels", "cpu", str(DATA_ROOT))
+    assert s.x_query.shape == (1000, 784) and s.x_database.shape == (69000, 784)
+    assert np.bincount(s.y_query.numpy()).tolist() == [100] * 10
+    data = _images(BY_NAME["mnist-dizaji2018"].loader, str(DATA_ROOT), False)
+    assert data.x.shape == (70000, 1, 28, 28) and np.bincount(data.y).tolist()[:2] == [6903, 7877]
+
+
+@needs_mnist
+def test_fashion_mnist_and_usps_load():
+    fashion = _images(BY_NAME["fashion-mnist-dizaji2018"].loader, str(DATA_ROOT), False)
+    assert fashion.x.shape == (70000, 1, 28, 28) and np.bincount(fashion.y).tolist() == [7000] * 10
+    usps = _images(BY_NAME["usps-test"].loader, str(DATA_ROOT), False)
+    assert usps.x.shape == (2007, 1, 16, 16) and usps.y.min() == 0 and usps.y.max() == 9
+    assert usps.x.max() > 200 and usps.x.min() == 0
+
+
+def test_missing_usps_and_cifar_say_where_they_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(BenchError, match=r"USPS not found under data root .*usps\.t\.bz2"):
+        BY_NAME["usps-test"].loader(tmp_path, False)
+    with pytest.raises(BenchError, match=r"CIFAR-10 not found .*cifar-10-batches-py.*unpack\.py"):
+        BY_NAME["cifar10-cao2018"].loader(tmp_path, False)
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "cifar10" / "unpack.py").exists(), reason="no lossless CIFAR-10 copy")
+def test_cifar10_is_rebuilt_into_the_cache_never_into_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path))
+    before = sorted(p.name for p in (DATA_ROOT / "cifar10").iterdir())
+    data = BY_NAME["cifar10-cao2018"].loader(DATA_ROOT, False)
+    assert data.x.shape == (60000, 3, 32, 32) and np.bincount(data.y).tolist() == [6000] * 10
+    assert (tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch").exists()
+    assert sorted(p.name for p in (DATA_ROOT / "cifar10").iterdir()) == before

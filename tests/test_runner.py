@@ -1,0 +1,111 @@
+"""Running, storing and loading: records, skipping, atomicity, concurrency, and what a bad run leaves behind."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import Method, binarize
+from bench.errors import BenchError
+from bench.registry import get_registry
+from bench.results import SCHEMA_VERSION, load_results, read_records, write_record
+from bench.runner import Cell, run_cell, run_grid
+
+KEYS = {"schema_version", "run_id", "method", "config", "config_is_default", "protocol", "input", "n_bits", "seed",
+        "metrics", "semantics", "timings", "environment", "curves", "counts", "sizes", "created"}
+
+
+def test_record_holds_everything_and_loads_into_one_frame(results_dir):
+    records = run_grid([Cell("itq", "digits", b, 0) for b in (8, 16)], results_dir=results_dir, log=lambda s: None)
+    stored = read_records(results_dir)
+    assert len(stored) == 2 and KEYS <= set(stored[0])
+    r = stored[0]
+    assert r["schema_version"] == SCHEMA_VERSION and r["config"] == {"n_iter": 50} and r["config_is_default"]
+    assert r["semantics"]["tie_policy"].startswith("index") and "AP 0" in r["semantics"]["zero_relevant"]
+    assert set(r["timings"]) == {"fit_s", "encode_s", "evaluate_s"}
+    assert {"torch", "numpy"} <= set(r["environment"]["packages"]) and r["environment"]["device"] == "cpu"
+    assert r["sizes"] == {"query": 100, "database": 1697, "train": 1697}
+    assert len(r["curves"]["pr_radius"]["precision"]) == r["n_bits"] + 1
+    frame = load_results(results_dir)
+    assert set(frame["n_bits"]) == {8, 16}
+    assert {"map", "map@1000", "map_tie_aware", "p@h<=2"} <= set(frame["metric"])
+    maps = frame[frame.metric == "map"].set_index("n_bits")["value"]
+    assert [maps[x["n_bits"]] for x in records] == pytest.approx([x["metrics"]["map"] for x in records])
+
+
+def test_stored_cells_are_skipped_unless_forced(results_dir):
+    cell = Cell("lsh", "digits", 16, 1)
+    first, ran = run_cell(cell, results_dir=results_dir)
+    again, ran_again = run_cell(cell, results_dir=results_dir)
+    assert ran and not ran_again and again == first
+    forced, ran_forced = run_cell(cell, results_dir=results_dir, force=True)
+    assert ran_forced and forced["metrics"] == first["metrics"] and forced["created"] >= first["created"]
+
+
+def test_a_killed_write_leaves_no_partial_record(results_dir, monkeypatch):
+    path = results_dir / "runs" / "x.json"
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", die)
+    with pytest.raises(KeyboardInterrupt):
+        write_record(path, {"schema_version": SCHEMA_VERSION})
+    assert list((results_dir / "runs").iterdir()) == []
+
+
+def test_two_processes_on_one_results_folder_lose_nothing(results_dir):
+    args = [sys.executable, "-m", "bench.cli", "run", "--dataset", "digits", "--bits", "8", "16", "24",
+            "--results", str(results_dir)]
+    procs = [subprocess.Popen(args + ["--method", "lsh", "--method", "pcah", "--seeds", *seeds],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for seeds in (["0", "1"], ["1", "2"])]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    records = read_records(results_dir)
+    cells = {(r["method"], r["n_bits"], r["seed"]) for r in records}
+    assert len(cells) == 2 * 3 * 3  # every cell of the union, each once
+    assert len(records) == len(cells)
+    assert not [p for p in (results_dir / "runs").iterdir() if p.name.startswith(".tmp")]
+
+
+class Diverges(Method):
+    name = "diverges"
+    paper = "test double"
+    supervision = "none"
+    input = "vectors"
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        pass
+
+    def fit(self, x, y=None):
+        self.w_ = torch.full((x.shape[1], self.n_bits), float("nan"))
+        return self
+
+    def encode(self, x):
+        return binarize(x @ self.w_)
+
+
+class WrongShape(Diverges):
+    name = "wrong-shape"
+
+    def encode(self, x):
+        return torch.ones(x.shape[0], self.n_bits + 1, dtype=torch.int8)
+
+
+@pytest.mark.parametrize("cls,message", [(Diverges, "NaN or inf"), (WrongShape, "shape")])
+def test_a_bad_method_output_is_an_error_and_stores_nothing(cls, message, results_dir, monkeypatch):
+    monkeypatch.setitem(get_registry().methods, cls.name, cls)
+    with pytest.raises(BenchError, match=message):
+        run_cell(Cell(cls.name, "digits", 8, 0), results_dir=results_dir)
+    assert not (results_dir / "runs").exists() or not os.listdir(results_dir / "runs")
+
+
+def test_a_bad_cell_fails_before_any_work(results_dir):
+    with pytest.raises(BenchError, match="unknown --set key"):
+        run_grid([Cell("itq", "digits", 8, 0), Cell("lsh", "digits", 8, 0, (("n_iter", "3"),))],
+                 results_dir=results_dir, log=lambda s: None)
+    assert not (results_dir / "runs").exists()
