@@ -85,14 +85,15 @@ def build(spec: TableSpec, results_dir=None) -> dict:
             best.add((max(values, key=lambda v: v[1])[0], j))
     used = frame[frame["default_config"] & frame["method"].isin([r["method"] for r in spec.rows])] \
         if not frame.empty else frame
-    notes = [f"Source: {spec.source}. Values x100. Ours: mean +- std over seeds (n = seeds), then (ours - paper)."]
+    notes = [f"Source: {spec.source}. Values x100. Ours: mean ± std over seeds, then (ours - paper)."]
     for b in spec.blocks:
         runs = used[(used["protocol"] == b["protocol"]) & (used["input"] == b["input"])] if not used.empty else used
-        seeds = sorted(runs["seed"].unique().tolist()) if not runs.empty else []
+        seeds = "; ".join(f"{r['label']} {sorted(runs[runs['method'] == r['method']]['seed'].unique().tolist())}"
+                          for r in spec.rows if not runs.empty and (runs["method"] == r["method"]).any())
         devices = sorted(runs["device"].unique().tolist()) if not runs.empty else []
         notes.append(f"{b['label']}: protocol {b['protocol']}, input {b['input']} (paper: {b['paper_setup']}); "
-                     f"our seeds {seeds or 'none yet'}; devices {devices or '-'}; ranking ties broken by database "
-                     f"index; queries without relevant items count AP 0.")
+                     f"our seeds: {seeds or 'no runs yet'}; devices: {', '.join(devices) or '-'}; ranking ties "
+                     f"broken by database index; queries without relevant items count AP 0.")
     notes += list(spec.notes)
     return {"columns": columns, "rows": rows, "best": best, "notes": notes}
 
@@ -153,6 +154,6 @@ def _latex(spec: TableSpec, t: dict, body) -> str:
 
 def _tex(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("+-", r"$\pm$"), ("<=", r"$\leq$")):
+                 ("±", r"$\pm$"), ("<=", r"$\leq$")):
         text = text.replace(a, b)
     return text

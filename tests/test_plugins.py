@@ -56,7 +56,7 @@ def install_fake_package(root, module="thirdparty_hash", source=THIRD_PARTY):
 
 
 def bench(args, pythonpath, cwd):
-    env = dict(os.environ, PYTHONPATH=str(pythonpath))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=300)
 
