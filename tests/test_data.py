@@ -70,3 +70,27 @@ def test_cifar10_is_rebuilt_into_the_cache_never_into_the_data_root(tmp_path, mo
     assert data.x.shape == (60000, 3, 32, 32) and np.bincount(data.y).tolist() == [6000] * 10
     assert (tmp_path / "cifar10" / "cifar-10-batches-py" / "test_batch").exists()
     assert sorted(p.name for p in (DATA_ROOT / "cifar10").iterdir()) == before
+
+
+@needs_mnist
+def test_download_asks_torchvision_for_missing_files(tmp_path, monkeypatch):
+    """No network here: a stand-in for torchvision's MNIST "downloads" by copying the official files, the way
+    torchvision lays them out (root/MNIST/raw), and the loader then reads and checks them."""
+    import shutil
+
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeMNIST:
+        resources = torchvision.datasets.MNIST.resources
+
+        def __init__(self, root, download=False):
+            calls.append((root, download))
+            shutil.copytree(DATA_ROOT / "MNIST" / "raw", tmp_path / "MNIST" / "raw")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    with pytest.raises(BenchError, match="MNIST not found"):
+        BY_NAME["mnist-dizaji2018"].loader(tmp_path, False)
+    data = BY_NAME["mnist-dizaji2018"].loader(tmp_path, True)
+    assert calls == [(str(tmp_path), True)] and data.x.shape == (70000, 1, 28, 28)
