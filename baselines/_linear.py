@@ -1,7 +1,16 @@
-"""Helpers shared by the linear-projection baselines (LSH, PCAH, ITQ): centring and PCA."""
+"""What the linear-projection baselines (LSH, PCAH, ITQ) share: centring, PCA, and sign-of-projection codes."""
 import torch
 
 from bench.errors import BenchError
+from bench.method import Method, binarize
+
+
+class ProjectionHash(Method):
+    """Codes b = sgn(P^T (x - mean)); a subclass's fit() sets ``mean_`` and ``projection_`` (d, n_bits)."""
+
+    def encode(self, x):
+        self.check_fitted("projection_")
+        return binarize((x - self.mean_) @ self.projection_)
 
 
 def centre(x: torch.Tensor):

@@ -11,12 +11,11 @@ import dataclasses
 
 import torch
 
-from baselines._linear import centre, pca_directions
+from baselines._linear import ProjectionHash, centre, pca_directions
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize
 
 
-class ITQ(Method):
+class ITQ(ProjectionHash):
     name = "itq"
     paper = "Gong & Lazebnik, CVPR 2011"
     supervision = "none"
@@ -38,11 +37,8 @@ class ITQ(Method):
             u, _, wt = torch.linalg.svd(b.T @ v)
             rotation = wt.T @ u.T
         self.rotation_ = rotation.to(x.dtype)
+        self.projection_ = self.pca_ @ self.rotation_
         return self
-
-    def encode(self, x):
-        self.check_fitted("rotation_")
-        return binarize((x - self.mean_) @ self.pca_ @ self.rotation_)
 
 
 @hookimpl

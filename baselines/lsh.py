@@ -8,12 +8,11 @@ import dataclasses
 
 import torch
 
-from baselines._linear import centre
+from baselines._linear import ProjectionHash, centre
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize
 
 
-class LSH(Method):
+class LSH(ProjectionHash):
     name = "lsh"
     paper = "Charikar, STOC 2002 (random projections)"
     supervision = "none"
@@ -28,10 +27,6 @@ class LSH(Method):
         w = torch.randn(x.shape[1], self.n_bits, generator=self.generator(), dtype=torch.float32)
         self.projection_ = w.to(x.device)
         return self
-
-    def encode(self, x):
-        self.check_fitted("projection_")
-        return binarize((x - self.mean_) @ self.projection_)
 
 
 @hookimpl

@@ -6,12 +6,11 @@ components carry little neighbourhood information yet weigh as much as the first
 """
 import dataclasses
 
-from baselines._linear import centre, pca_directions
+from baselines._linear import ProjectionHash, centre, pca_directions
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize
 
 
-class PCAH(Method):
+class PCAH(ProjectionHash):
     name = "pcah"
     paper = "PCA hashing (baseline in Gong & Lazebnik, CVPR 2011)"
     supervision = "none"
@@ -25,10 +24,6 @@ class PCAH(Method):
         centred, self.mean_ = centre(x)
         self.projection_ = pca_directions(centred, self.n_bits, self.name)
         return self
-
-    def encode(self, x):
-        self.check_fitted("projection_")
-        return binarize((x - self.mean_) @ self.projection_)
 
 
 @hookimpl
