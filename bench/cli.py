@@ -15,23 +15,26 @@ from tabulate import tabulate
 from bench.errors import BenchError
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _results_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", help="results folder (default: $HASHBENCH_RESULTS, else ./results)")
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="folder holding the datasets (default: $HASHBENCH_DATA, else "
                                             "~/.cache/hashbench/data); only read, never written")
     parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets "
                                                                 "into the data root")
-    parser.add_argument("--results", help="results folder (default: $HASHBENCH_RESULTS, else ./results)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="hashbench: run, score and tabulate hashing methods")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="methods, datasets/protocols and tables")
-    _common(p)
+    sub.add_parser("list", help="methods, datasets/protocols and tables")
 
     p = sub.add_parser("run", help="run methods on a protocol over a grid of bits and seeds")
-    _common(p)
+    _data_options(p)
+    _results_option(p)
     p.add_argument("--method", action="append", required=True, help="method name (repeat for several)")
     p.add_argument("--dataset", default="digits", help="dataset/protocol name (default: digits)")
     p.add_argument("--bits", nargs="+", default=["16", "32", "64"], help="code lengths (default: 16 32 64)")
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
     p = sub.add_parser("table", help="render a paper-layout table from the stored records")
-    _common(p)
+    _results_option(p)
     p.add_argument("name", help="table name (see bench list)")
     p.add_argument("--format", default="markdown", help="markdown or latex (default: markdown)")
     p.add_argument("--out", help="also write the table to this file")
@@ -145,6 +148,8 @@ def summary(records: list[dict]) -> str:
 
 def cmd_evaluate(args) -> None:
     from bench.metrics import evaluate
+    from bench.runner import resolve_device
+    device = resolve_device(args.device)
     path = Path(args.codes)
     if not path.exists():
         raise BenchError(f"codes file {path} does not exist")
@@ -157,7 +162,7 @@ def cmd_evaluate(args) -> None:
     missing = [k for k in needed if k not in arrays]
     if missing:
         raise BenchError(f"{path} lacks {', '.join(missing)} (has: {', '.join(arrays) or 'nothing'})")
-    result = evaluate(*(arrays[k] for k in needed), topk=args.topk, radius=args.radius, device=args.device)
+    result = evaluate(*(arrays[k] for k in needed), topk=args.topk, radius=args.radius, device=device)
     if not args.curves:
         result.pop("curves")
     print(json.dumps(result, indent=1))

@@ -69,10 +69,6 @@ def binarize(t: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     return torch.where(t >= threshold, 1, -1).to(torch.int8)
 
 
-def config_fields(method_cls) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(method_cls.Config)}
-
-
 def parse_value(text: str, kind, key: str):
     """Turn the text of ``--set key=value`` into the field's declared type, or say why not."""
     origin = typing.get_origin(kind)
@@ -103,7 +99,7 @@ def make_config(method_cls, overrides: dict | None = None):
     """The method's Config with ``overrides`` applied. Values may be strings (from ``--set``), parsed by the
     field's type, or already typed (from Python). Unknown keys fail with a suggestion."""
     overrides = dict(overrides or {})
-    fields = config_fields(method_cls)
+    fields = {f.name for f in dataclasses.fields(method_cls.Config)}
     hints = typing.get_type_hints(method_cls.Config)
     values = {}
     for key, value in overrides.items():

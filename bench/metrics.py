@@ -15,8 +15,6 @@ Queries are processed in chunks, so the memory is bounded whatever the database 
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -30,7 +28,8 @@ DEFAULT_PN = tuple(range(100, 1001, 100))  # the P@N grid of the papers' figures
 SEMANTICS = {
     "distance": "Hamming distance of {-1,+1} codes ({0,1} codes are mapped 0->-1); sign(0)=+1 when binarizing",
     "relevance": "relevant iff query and item share at least one label (same class for single-label data)",
-    "tie_policy": "index: items at equal Hamming distance are ranked by database index (a stable sort)",
+    "tie_policy": TIE_POLICY,
+    "tie_policy_meaning": "index: items at equal Hamming distance are ranked by database index (a stable sort)",
     "map": "mean over queries of AP over the whole database ranking (tie policy: index)",
     "map@K": "AP over the top K ranked items, normalised by the number of relevant items inside the top K "
              "(the hashing papers' convention); K is capped at the database size",
@@ -240,8 +239,3 @@ def _summarise(hist, ap, pn_hits, topk, radius, pn_grid, n_d) -> dict:
                     "recall": recall_n.mean(0).tolist() if pn_grid else []},
         },
     }
-
-
-def scalar_metrics(result: dict) -> dict:
-    """The float-valued metrics of an ``evaluate`` result (what tables and summaries show)."""
-    return {k: v for k, v in result.items() if isinstance(v, float) and not math.isnan(v)}

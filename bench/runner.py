@@ -63,15 +63,19 @@ def _environment(device: str) -> dict:
             return metadata.version(pkg)
         except metadata.PackageNotFoundError:
             return None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    def git(*args):
+        try:
+            done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
+                                  timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+    commit = git("rev-parse", "HEAD") or None
+    status = git("status", "--porcelain", "--untracked-files=no", "--", "bench", "baselines", "plugins")
     return {"python": sys.version.split()[0], "platform": platform.platform(), "device": device,
             "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor(),
             "packages": {p: version(p) for p in ("hashbench", "torch", "numpy", "numba", "scikit-learn")},
-            "git_commit": commit}
+            "git_commit": commit, "git_dirty": None if status is None else bool(status)}  # uncommitted code?
 
 
 def prepare(cell: Cell):
@@ -126,7 +130,7 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
         "metrics": result,
         "counts": counts,
         "curves": curves,
-        "semantics": dict(metrics.SEMANTICS, tie_policy=metrics.TIE_POLICY),
+        "semantics": metrics.SEMANTICS,
         "timings": {"fit_s": t1 - t0, "encode_s": t2 - t1, "evaluate_s": t3 - t2},
         "environment": _environment(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -24,7 +24,7 @@ def test_record_holds_everything_and_loads_into_one_frame(results_dir):
     assert len(stored) == 2 and KEYS <= set(stored[0])
     r = stored[0]
     assert r["schema_version"] == SCHEMA_VERSION and r["config"] == {"n_iter": 50} and r["config_is_default"]
-    assert r["semantics"]["tie_policy"].startswith("index") and "AP 0" in r["semantics"]["zero_relevant"]
+    assert r["semantics"]["tie_policy"] == "index" and "AP 0" in r["semantics"]["zero_relevant"]
     assert set(r["timings"]) == {"fit_s", "encode_s", "evaluate_s"}
     assert {"torch", "numpy"} <= set(r["environment"]["packages"]) and r["environment"]["device"] == "cpu"
     assert r["sizes"] == {"query": 100, "database": 1697, "train": 1697}
