@@ -63,9 +63,10 @@ def _environment(device: str) -> dict:
             return metadata.version(pkg)
         except metadata.PackageNotFoundError:
             return None
-    def git(*args):
+
+    def git(*args):  # in the checkout that holds this package, if any
         try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
+            done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
                                   timeout=5)
         except (OSError, subprocess.SubprocessError):
             return None
