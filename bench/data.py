@@ -3,7 +3,8 @@
 A protocol is a dataset plus a fixed, seeded split into queries, database and training set, described in words.
 Splits use the protocol's own seed, never the run seed, so every method sees the same sets. Images are loaded
 once per process and uploaded once per device as uint8 tensors; the views methods get (``pixels``: float32 in
-[0,1], flattened; ``images``: uint8 (n, c, h, w)) are derived on the device and cached.
+[0,1], flattened; ``images``: uint8 (n, c, h, w); ``gist``: our 512-d GIST, ``bench.gist``) are derived on the
+device and cached (GIST also on disk, in the cache folder).
 
 Data root: ``--data-root``, else the ``HASHBENCH_DATA`` environment variable, else ``~/.cache/hashbench/data``.
 The root is only read; ``--download`` lets torchvision download missing files into it.
@@ -14,6 +15,7 @@ import bz2
 import dataclasses
 import gzip
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -234,7 +236,7 @@ def bench_protocols():
 
 # ---------------------------------------------------------------------------------------------------- caching
 
-VIEWS = ("pixels", "images")
+VIEWS = ("pixels", "images", "gist")
 
 
 @lru_cache(maxsize=None)
@@ -250,6 +252,25 @@ def _device_images(protocol: Protocol, root: str, download: bool, device: str):
     return torch.from_numpy(data.x).to(device), torch.from_numpy(data.y).to(device), indices
 
 
+@lru_cache(maxsize=None)
+def _gist_features(protocol: Protocol, root: str, download: bool, device: str) -> torch.Tensor:
+    """GIST of every image of the dataset, computed on the device once and cached on disk (the cache folder,
+    never the data root), keyed by the dataset, its size and the GIST parameters."""
+    from bench.gist import GIST_PARAMS, gist
+    x, _, _ = _device_images(protocol, root, download, device)
+    key = hashlib.sha1(json.dumps(GIST_PARAMS, sort_keys=True).encode()).hexdigest()[:10]
+    path = cache_dir() / "features" / f"{protocol.loader.__name__}-{x.shape[0]}-gist-{key}.pt"
+    if path.exists():
+        return torch.load(path).to(device)
+    print(f"computing GIST of {x.shape[0]} images on {device} (cached in {path}) ...", file=sys.stderr)
+    features = gist(x)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(features.cpu(), tmp)
+    os.replace(tmp, path)
+    return features
+
+
 @lru_cache(maxsize=8)
 def load_split(protocol: Protocol, view: str, device: str = "cpu", root: str | None = None,
                download: bool = False) -> Split:
@@ -260,6 +281,8 @@ def load_split(protocol: Protocol, view: str, device: str = "cpu", root: str | N
     x, y, idx = _device_images(protocol, root, download, str(device))
     if view == "pixels":
         x = x.reshape(x.shape[0], -1).to(torch.float32).div_(255.0)
+    elif view == "gist":
+        x = _gist_features(protocol, root, download, str(device))
     part = {k: (x[torch.from_numpy(v).to(x.device)], y[torch.from_numpy(v).to(x.device)]) for k, v in idx.items()
             if k != "train"}
     # DH-style protocols train on the database itself: share the tensors instead of holding a second copy.
