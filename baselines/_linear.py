@@ -29,3 +29,16 @@ def pca_directions(x_centred: torch.Tensor, n_components: int, method_name: str)
     cov = x64.T @ x64 / max(1, x64.shape[0] - 1)
     _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues
     return vectors[:, -n_components:].flip(1).to(x_centred.dtype)
+
+
+def itq_rotation(v: torch.Tensor, n_iter: int, generator: torch.Generator) -> torch.Tensor:
+    """ITQ's orthogonal rotation R minimising ||sgn(V R) - V R||_F^2 (Gong & Lazebnik 2011): alternate
+    B = sgn(V R) and the Procrustes solution of C = B^T V = U S W^T, R = W U^T, from a random orthogonal start.
+    Runs n_iter + 1 updates, as the authors' MATLAB loop 0..n_iter. float64 (n, k) in, (k, k) out."""
+    k = v.shape[1]
+    rotation = torch.linalg.qr(torch.randn(k, k, generator=generator, dtype=torch.float64)).Q.to(v.device)
+    for _ in range(n_iter + 1):
+        b = torch.where(v @ rotation >= 0, 1.0, -1.0).to(torch.float64)
+        u, _, wt = torch.linalg.svd(b.T @ v)
+        rotation = wt.T @ u.T
+    return rotation

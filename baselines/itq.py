@@ -4,14 +4,14 @@ Project the centred input on its top n_bits principal components, V = (x - mean)
 orthogonal rotation R minimising the quantization loss ||B - V R||_F^2 by alternating
   B = sgn(V R)                     (fix R, best codes),
   C = B^T V = U S W^T (SVD), R = W U^T  (fix B, orthogonal Procrustes),
-starting from the orthogonal factor of a random Gaussian matrix. Codes: sgn((x - mean) W_pca R).
-Follows the authors' MATLAB code, whose loop runs 0..n_iter (n_iter + 1 updates).
+starting from the orthogonal factor of a random Gaussian matrix (``baselines._linear.itq_rotation``).
+Codes: sgn((x - mean) W_pca R). Follows the authors' MATLAB code, whose loop runs 0..n_iter.
 """
 import dataclasses
 
 import torch
 
-from baselines._linear import ProjectionHash, centre, pca_directions
+from baselines._linear import ProjectionHash, centre, itq_rotation, pca_directions
 from bench.hookspecs import hookimpl
 
 
@@ -30,13 +30,7 @@ class ITQ(ProjectionHash):
         centred, self.mean_ = centre(x)
         self.pca_ = pca_directions(centred, self.n_bits, self.name)
         v = (centred @ self.pca_).to(torch.float64)
-        gaussian = torch.randn(self.n_bits, self.n_bits, generator=self.generator(), dtype=torch.float64)
-        rotation = torch.linalg.qr(gaussian).Q.to(x.device)
-        for _ in range(self.config.n_iter + 1):
-            b = torch.where(v @ rotation >= 0, 1.0, -1.0).to(torch.float64)
-            u, _, wt = torch.linalg.svd(b.T @ v)
-            rotation = wt.T @ u.T
-        self.rotation_ = rotation.to(x.dtype)
+        self.rotation_ = itq_rotation(v, self.config.n_iter, self.generator()).to(x.dtype)
         self.projection_ = self.pca_ @ self.rotation_
         return self
 

@@ -119,3 +119,17 @@ def make_config(method_cls, overrides: dict | None = None):
 
 def config_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+def label_matrix(y: torch.Tensor) -> torch.Tensor:
+    """Labels as a float32 (n, n_classes) matrix: class ids become one-hot rows, multi-hot stays as it is."""
+    if y.ndim == 2:
+        return y.to(torch.float32)
+    return torch.nn.functional.one_hot(y.long(), int(y.max()) + 1).to(torch.float32)
+
+
+def similarity(y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
+    """(n_a, n_b) bool: the two items share at least one label (the relevance the evaluator uses)."""
+    if y_a.ndim == 1:
+        return y_a[:, None] == y_b[None, :]
+    return (y_a.to(torch.float32) @ y_b.to(torch.float32).T) > 0
