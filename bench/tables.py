@@ -32,16 +32,36 @@ class TableSpec:
     blocks: tuple  # dicts: label, protocol, input, metrics, paper_setup
     rows: tuple  # dicts: method, label, published {protocol: {metric: [value per bits]}}
     notes: tuple = ()
+    speed_bits: int | None = None  # add fit/encode seconds at this code length after each block
 
     @classmethod
     def from_file(cls, path: Path) -> "TableSpec":
         d = json.loads(Path(path).read_text())
         return cls(d["name"], d["title"], d["source"], tuple(d["bits"]), tuple(d["blocks"]), tuple(d["rows"]),
-                   tuple(d.get("notes", ())))
+                   tuple(d.get("notes", ())), d.get("speed_bits"))
 
-    def columns(self):
-        """(block, metric, bits) in display order."""
-        return [(b, m, n) for b in self.blocks for m in b["metrics"] for n in self.bits]
+    def columns(self) -> list["Column"]:
+        """Every column in display order: per block, each metric at each bit length, then the timings."""
+        out = []
+        for b in self.blocks:
+            out += [Column(b, m, n, metric_label(m), str(n)) for m in b["metrics"] for n in self.bits]
+            if self.speed_bits:
+                out += [Column(b, t, self.speed_bits, f"time (s), {self.speed_bits} bits", sub)
+                        for t, sub in (("fit_s", "fit"), ("encode_s", "encode"))]
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    block: dict
+    metric: str  # a metric key, or a timing key (fit_s, encode_s): seconds, shown as they are
+    bits: int
+    group: str  # header line 2 (line 1 is the block's label)
+    sub: str  # header line 3
+
+    @property
+    def is_time(self) -> bool:
+        return self.metric.endswith("_s")
 
 
 @hookimpl
@@ -60,8 +80,10 @@ def _ours(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     wanted = frame[frame["default_config"] & frame["method"].isin([r["method"] for r in spec.rows])]
     grouped = wanted.groupby(["method", "protocol", "input", "metric", "n_bits"])["value"]
     out = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    out["mean"] *= 100
-    out["std"] = out["std"].fillna(0.0) * 100
+    out["std"] = out["std"].fillna(0.0)
+    scale = out["metric"].map(lambda m: 1.0 if m.endswith("_s") else 100.0)  # metrics x100, seconds as they are
+    out["mean"] *= scale
+    out["std"] *= scale
     return out
 
 
@@ -74,18 +96,22 @@ def build(spec: TableSpec, results_dir=None) -> dict:
     columns = spec.columns()
     rows, best = [], set()
     for row in spec.rows:
-        paper = [row["published"].get(b["protocol"], {}).get(m, [None] * len(spec.bits))[spec.bits.index(n)]
-                 for b, m, n in columns]
-        mine = [index.get((row["method"], b["protocol"], b["input"], m, n)) for b, m, n in columns]
+        paper = [None if c.is_time else
+                 row["published"].get(c.block["protocol"], {}).get(c.metric, [None] * len(spec.bits))[
+                     spec.bits.index(c.bits)] for c in columns]
+        mine = [index.get((row["method"], c.block["protocol"], c.block["input"], c.metric, c.bits)) for c in columns]
         rows.append((f"{row['label']} (paper)", paper))
-        rows.append((f"{row['label']} (ours)", [None if c is None else (*c, p) for c, p in zip(mine, paper)]))
-    for j in range(len(columns)):
+        rows.append((f"{row['label']} (ours)", [None if m is None else (*m, p) for m, p in zip(mine, paper)]))
+    for j, c in enumerate(columns):
         values = [(i, r[1][j][0]) for i, r in enumerate(rows) if r[0].endswith("(ours)") and r[1][j] is not None]
-        if values:
+        if values and not c.is_time:
             best.add((max(values, key=lambda v: v[1])[0], j))
     used = frame[frame["default_config"] & frame["method"].isin([r["method"] for r in spec.rows])] \
         if not frame.empty else frame
     notes = [f"Source: {spec.source}. Values x100. Ours: mean ± std over seeds, then (ours - paper)."]
+    if spec.speed_bits:
+        notes.append(f"Times: mean seconds to fit (training set) and to encode (queries and database) at "
+                     f"{spec.speed_bits} bits, on the device each run used (its environment is in the record).")
     for b in spec.blocks:
         runs = used[(used["protocol"] == b["protocol"]) & (used["input"] == b["input"])] if not used.empty else used
         seeds = "; ".join(f"{r['label']} {sorted(runs[runs['method'] == r['method']]['seed'].unique().tolist())}"
@@ -98,10 +124,12 @@ def build(spec: TableSpec, results_dir=None) -> dict:
     return {"columns": columns, "rows": rows, "best": best, "notes": notes}
 
 
-def _fmt_ours(cell, latex: bool, bold: bool) -> str:
+def _fmt_ours(cell, latex: bool, bold: bool, is_time: bool = False) -> str:
     if cell is None:
         return "-"
     mean, std, n, paper = cell
+    if is_time:
+        return f"{mean:.2f}"
     pm = r"$\pm$" if latex else "±"
     value = (r"\textbf{%.2f}" if latex else "**%.2f**") % mean if bold else f"{mean:.2f}"
     diff = "" if paper is None else f" ({mean - paper:+.2f})"
@@ -120,28 +148,42 @@ def render(spec: TableSpec, fmt: str = "markdown", results_dir=None) -> str:
         if label.endswith("(paper)"):
             body.append([label] + ["-" if c is None else f"{c:.2f}" for c in cells])
         else:
-            body.append([label] + [_fmt_ours(c, latex, (i, j) in t["best"]) for j, c in enumerate(cells)])
+            body.append([label] + [_fmt_ours(c, latex, (i, j) in t["best"], t["columns"][j].is_time)
+                                   for j, c in enumerate(cells)])
     if not latex:
-        header = ["Method"] + [f"{b['label']} {metric_label(m)} {n}" for b, m, n in t["columns"]]
+        header = ["Method"] + [f"{c.block['label']} {c.group} {c.sub}" for c in t["columns"]]
         table = tabulate(body, headers=header, tablefmt="github", disable_numparse=True)
         notes = "\n".join(f"- {n}" for n in t["notes"])
         return f"**{spec.title}**\n\n{table}\n\n{notes}\n"
     return _latex(spec, t, body)
 
 
+def _spans(labels):
+    """Runs of equal consecutive labels: [(label, length)]."""
+    spans = []
+    for label in labels:
+        if spans and spans[-1][0] == label:
+            spans[-1][1] += 1
+        else:
+            spans.append([label, 1])
+    return spans
+
+
 def _latex(spec: TableSpec, t: dict, body) -> str:
-    n_bits = len(spec.bits)
-    groups = [(b, m) for b in spec.blocks for m in b["metrics"]]
+    columns = t["columns"]
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\caption{%s}" % _tex(spec.title), r"\begin{tabular}{l" + "r" * len(t["columns"]) + "}",
-             r"\toprule"]
-    lines.append(" & " + " & ".join(r"\multicolumn{%d}{c}{%s}" % (n_bits * len(b["metrics"]), _tex(b["label"]))
-                                    for b in spec.blocks) + r" \\")
-    lines.append(" & " + " & ".join(r"\multicolumn{%d}{c}{%s}" % (n_bits, _tex(metric_label(m)))
-                                    for _, m in groups) + r" \\")
-    lines.append(" ".join(r"\cmidrule(lr){%d-%d}" % (2 + k * n_bits, 1 + (k + 1) * n_bits)
-                          for k in range(len(groups))))
-    lines.append("Method & " + " & ".join(str(n) for _, _, n in t["columns"]) + r" \\")
+             r"\caption{%s}" % _tex(spec.title), r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule"]
+    blocks = _spans([c.block["label"] for c in columns])
+    groups = _spans([(c.block["label"], c.group) for c in columns])
+    lines.append(" & " + " & ".join(r"\multicolumn{%d}{c}{%s}" % (n, _tex(label)) for label, n in blocks) + r" \\")
+    lines.append(" & " + " & ".join(r"\multicolumn{%d}{c}{%s}" % (n, _tex(label[1])) for label, n in groups)
+                 + r" \\")
+    start, rules = 2, []
+    for _, n in groups:
+        rules.append(r"\cmidrule(lr){%d-%d}" % (start, start + n - 1))
+        start += n
+    lines.append(" ".join(rules))
+    lines.append("Method & " + " & ".join(_tex(c.sub) for c in columns) + r" \\")
     lines.append(r"\midrule")
     for k, row in enumerate(body):
         lines.append(" & ".join([_tex(row[0])] + row[1:]) + r" \\")

@@ -1,6 +1,5 @@
 """Paper tables rendered from stored records."""
-import copy
-import json
+import dataclasses
 
 import pytest
 
@@ -16,7 +15,11 @@ def digits_table():
     spec = get_registry().table("dizaji2018-table1")
     block = dict(spec.blocks[0], protocol="digits", label="Digits")
     rows = tuple(dict(r, published={"digits": r["published"]["mnist-dizaji2018"]}) for r in spec.rows)
-    return type(spec)(spec.name, spec.title, spec.source, spec.bits, (block,), rows, spec.notes)
+    return dataclasses.replace(spec, blocks=(block,), rows=rows)
+
+
+def row(table, label):
+    return next(cells for name, cells in table["rows"] if name == label)
 
 
 def test_table_shows_mean_std_paper_and_difference(digits_table, results_dir):
@@ -26,17 +29,19 @@ def test_table_shows_mean_std_paper_and_difference(digits_table, results_dir):
     run_grid([Cell("itq", "digits", 16, 0, (("n_iter", "0"),))], results_dir=results_dir, log=lambda s: None)
     t = build(digits_table, results_dir)
     itq16 = [r["metrics"]["map"] * 100 for r in records if r["method"] == "itq" and r["n_bits"] == 16]
-    label, cells = t["rows"][5]  # ITQ (ours)
-    assert label == "ITQ (ours)"
-    mean, std, n, paper = cells[0]
+    mean, std, n, paper = row(t, "ITQ (ours)")[0]
     assert n == 2 and mean == pytest.approx(sum(itq16) / 2) and paper == 41.18
-    assert t["rows"][2][1][0] == 27.33 and t["rows"][3][1][0] is None  # PCAH: paper value, no runs of ours
+    assert row(t, "PCAH (paper)")[0] == 27.33 and row(t, "PCAH (ours)")[0] is None  # paper value, no runs of ours
+    fit = [c.metric for c in t["columns"]].index("fit_s")
+    itq64 = [r["timings"]["fit_s"] for r in records if r["method"] == "itq" and r["n_bits"] == 64]
+    assert row(t, "ITQ (ours)")[fit][0] == pytest.approx(sum(itq64) / 2)  # seconds, not x100
 
     md = render(digits_table, "markdown", results_dir)
     assert "| ITQ (paper)" in md and "41.18" in md and f"**{mean:.2f}** ± {std:.2f} ({mean - 41.18:+.2f})" in md
     assert "Digits mAP 16" in md and "ITQ [0, 1]" in md and "ties broken by database index" in md
     tex = render(digits_table, "latex", results_dir)
     assert r"\toprule" in tex and r"\multicolumn{3}{c}{mAP@1000}" in tex and r"$\pm$" in tex
+    assert r"\multicolumn{2}{c}{time (s), 64 bits}" in tex and "Digits time (s), 64 bits fit" in md
     assert r"\textbf{" in tex and tex.count(r"\\") >= 8
 
 
@@ -44,7 +49,8 @@ def test_best_of_ours_is_bold(digits_table, results_dir):
     run_grid([Cell(m, "digits", 16, 0) for m in ("itq", "lsh", "pcah")], results_dir=results_dir,
              log=lambda s: None)
     t = build(digits_table, results_dir)
-    ours = {label: cells[0][0] for label, cells in t["rows"] if label.endswith("(ours)")}
+    ours = {label: cells[0][0] for label, cells in t["rows"] if label.endswith("(ours)") and cells[0] is not None}
+    assert len(ours) == 3
     best_row = next(i for i, j in t["best"] if j == 0)
     assert t["rows"][best_row][0] == max(ours, key=ours.get)
 
