@@ -1,7 +1,8 @@
 """The CPU scan of the evaluator: a compiled (numba) counting kernel, parallel over queries.
 
 For each query, two passes over the database and no sort:
-1. Hamming distances by XOR + popcount of bit-packed codes, and the histogram of (distance, relevant);
+1. Hamming distances by XOR + popcount of bit-packed codes (or the bucket of the spherical distance
+   popcount(xor) / popcount(and)), and the histogram of (distance, relevant);
 2. in database-index order, per-distance counters give every item's rank with ties broken by index:
    rank = (items at smaller distances) + (items at the same distance seen so far) + 1,
    and likewise the number of relevant items up to it. Each relevant item adds precision = hits / rank to the
@@ -29,16 +30,29 @@ def _popcount(x):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _scan(q_words, d_words, q_labels, d_labels, multi_label, n_bits, cutoffs, pn_grid, hist, ap, pn_hits):
+def _scan(q_words, d_words, q_labels, d_labels, multi_label, buckets, key_template, cutoffs, pn_grid, hist, ap,
+          pn_hits):
     n_q, n_words = q_words.shape
     n_d = d_words.shape[0]
+    n_buckets = hist.shape[1]
+    spherical = buckets.shape[0] > 1  # buckets[xor, and]: the rank of the spherical distance xor / and
     for i in numba.prange(n_q):
-        # Pass 1: key = 2 * distance + relevant. Plain loops so that LLVM vectorises them (vector popcount).
-        key = np.zeros(n_d, np.int16)  # n_bits <= 1024
-        for w in range(n_words):
-            x = q_words[i, w]
+        # Pass 1: key = 2 * bucket + relevant, the bucket being the Hamming distance (or the spherical one's
+        # rank). Plain loops so that LLVM vectorises them (vector popcount).
+        key = np.zeros(n_d, key_template.dtype)
+        if spherical:
             for j in range(n_d):
-                key[j] += np.int16(_popcount(x ^ d_words[j, w]))
+                n_xor = 0
+                n_and = 0
+                for w in range(n_words):
+                    n_xor += np.int64(_popcount(q_words[i, w] ^ d_words[j, w]))
+                    n_and += np.int64(_popcount(q_words[i, w] & d_words[j, w]))
+                key[j] = buckets[n_xor, n_and]
+        else:
+            for w in range(n_words):
+                x = q_words[i, w]
+                for j in range(n_d):
+                    key[j] += np.int64(_popcount(x ^ d_words[j, w]))
         if multi_label:
             for j in range(n_d):
                 shared = np.uint64(0)
@@ -50,22 +64,22 @@ def _scan(q_words, d_words, q_labels, d_labels, multi_label, n_bits, cutoffs, pn
             for j in range(n_d):
                 key[j] = 2 * key[j] + (d_labels[j, 0] == label)
         # Four interleaved histograms: consecutive increments of one counter would wait on each other.
-        partial = np.zeros((4, 2 * (n_bits + 1)), np.int64)
+        partial = np.zeros((4, 2 * n_buckets), np.int64)
         for j in range(n_d):
             partial[j & 3, key[j]] += 1
         counts = partial.sum(axis=0)
-        for s in range(n_bits + 1):
+        for s in range(n_buckets):
             hist[i, s, 0] = counts[2 * s]
             hist[i, s, 1] = counts[2 * s + 1]
 
         # Pass 2, in database-index order: per-distance counters start at the number of items (relevant items)
         # at smaller distances, so after the increment they hold this item's rank (its relevant-rank).
-        rank = np.zeros(n_bits + 1, np.int64)
-        relevant_rank = np.zeros(n_bits + 1, np.int64)
-        for s in range(1, n_bits + 1):
+        rank = np.zeros(n_buckets, np.int64)
+        relevant_rank = np.zeros(n_buckets, np.int64)
+        for s in range(1, n_buckets):
             rank[s] = rank[s - 1] + counts[2 * s - 2] + counts[2 * s - 1]
             relevant_rank[s] = relevant_rank[s - 1] + counts[2 * s - 1]
-        n_relevant = relevant_rank[n_bits] + counts[2 * n_bits + 1]
+        n_relevant = relevant_rank[n_buckets - 1] + counts[2 * n_buckets - 1]
         hit_rank = np.empty(n_relevant + 1, np.int64)
         hit_relevant_rank = np.empty(n_relevant + 1, np.int64)
         n_hits = 0
@@ -106,14 +120,18 @@ def _labels(labels: torch.Tensor) -> np.ndarray:
     return _pack_bits(labels.numpy() > 0)
 
 
-def scan(q: torch.Tensor, d: torch.Tensor, ql: torch.Tensor, dl: torch.Tensor, cutoffs, pn_grid):
-    """Per query: (distance, relevant) histogram (nq, n_bits+1, 2), AP at each cutoff (nq, len(cutoffs)) and
+def scan(q: torch.Tensor, d: torch.Tensor, ql: torch.Tensor, dl: torch.Tensor, cutoffs, pn_grid, buckets=None):
+    """Per query: (distance, relevant) histogram (nq, n_buckets, 2), AP at each cutoff (nq, len(cutoffs)) and
     relevant items among the first N for each N of ``pn_grid`` (nq, len(pn_grid)). Inputs: int8 {-1,+1} codes
-    and validated labels on the CPU."""
+    and validated labels on the CPU. ``buckets``: None for Hamming distance (n_bits + 1 buckets), else the
+    (n_bits+1, n_bits+1) table of spherical-distance ranks by (xor count, and count)."""
     n_q, n_bits = q.shape
-    hist = np.zeros((n_q, n_bits + 1, 2), np.int64)
+    n_buckets = n_bits + 1 if buckets is None else int(buckets.max()) + 1
+    table = np.zeros((1, 1), np.int64) if buckets is None else buckets.numpy().astype(np.int64)
+    template = np.zeros(1, np.int16 if 2 * n_buckets < 2 ** 15 else np.int32)
+    hist = np.zeros((n_q, n_buckets, 2), np.int64)
     ap = np.zeros((n_q, len(cutoffs)), np.float64)
     pn_hits = np.zeros((n_q, len(pn_grid)), np.int64)
     _scan(_pack_bits(q.numpy() > 0), _pack_bits(d.numpy() > 0), _labels(ql), _labels(dl), ql.ndim == 2,
-          n_bits, np.asarray(cutoffs, np.int64), np.asarray(pn_grid, np.int64), hist, ap, pn_hits)
+          table, template, np.asarray(cutoffs, np.int64), np.asarray(pn_grid, np.int64), hist, ap, pn_hits)
     return hist, ap, pn_hits

@@ -50,6 +50,11 @@ class Method(ABC):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of ``x``: (n, n_bits) int8 in {-1, +1}, never 0, on ``self.device``."""
 
+    @property
+    def ranking_distance(self) -> str:
+        """The distance the evaluator ranks this method's codes by (bench.metrics.DISTANCES)."""
+        return "hamming"
+
     def generator(self) -> torch.Generator:
         """A CPU generator seeded with the run seed. Random draws are made on the CPU and moved to the device,
         so a seed gives the same numbers on every device."""

@@ -18,11 +18,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.errors import BenchError
+from bench.errors import BenchError, unknown
 
 TIE_POLICY = "index"
 DEFAULT_TOPK = (1000,)
 DEFAULT_RADIUS = 2
+DISTANCES = ("hamming", "spherical")
 DEFAULT_PN = tuple(range(100, 1001, 100))  # the P@N grid of the papers' figures ("number of top returned images")
 
 SEMANTICS = {
@@ -35,6 +36,8 @@ SEMANTICS = {
              "(the hashing papers' convention); K is capped at the database size",
     "map_tie_aware": "expected AP over all orders of tied items, closed form (He et al., CVPR 2018)",
     "map_tie_best/worst": "AP when relevant items come first/last inside each group of tied items",
+    "distance_spherical": "with distance='spherical' (Spherical Hashing, Heo et al. 2012): |a xor b| / |a and b| of "
+                          "the +1 bits, 0/0 = 0, x/0 ranked after every finite value; Hamming-ball metrics are omitted",
     "p@h<=r": "precision of the items within Hamming radius r (inclusive); a query with an empty ball scores 0",
     "pr_radius": "per radius r = 0..n_bits: mean precision and recall of the Hamming ball of radius r "
                  "(empty ball: precision 0; recall over all relevant items in the database)",
@@ -103,6 +106,19 @@ def stable_order(dist: torch.Tensor) -> torch.Tensor:
     return torch.sort(dist, dim=1, stable=True).indices
 
 
+def spherical_buckets(n_bits: int) -> torch.Tensor:
+    """(n_bits+1, n_bits+1) int64: for (xor count x, and count y) the rank of x / y among all distinct values
+    (0/0 = 0 for identical codes without +1 bits; x/0 after every finite value), so that ranking by bucket is
+    ranking by spherical Hamming distance and ties stay ties."""
+    x = np.arange(n_bits + 1, dtype=np.float64)[:, None]
+    y = np.arange(n_bits + 1, dtype=np.float64)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(y > 0, x / np.where(y > 0, y, 1), np.where(x > 0, np.inf, 0.0))
+    possible = (x + y) <= n_bits  # xor and and count disjoint bits
+    values = np.unique(ratio[possible])
+    return torch.from_numpy(np.where(possible, np.searchsorted(values, ratio), 0).astype(np.int64))
+
+
 def _harmonic(n: int, device) -> torch.Tensor:
     """H[k] = sum_{i=1..k} 1/i for k = 0..n, float64."""
     h = torch.zeros(n + 1, dtype=torch.float64, device=device)
@@ -135,15 +151,18 @@ def tie_aware_ap(counts: torch.Tensor, rel_counts: torch.Tensor, harmonic: torch
 
 
 def evaluate(query_codes, db_codes, query_labels, db_labels, *, topk=DEFAULT_TOPK, radius=DEFAULT_RADIUS,
-             pn=DEFAULT_PN, device=None, chunk_size: int | None = None) -> dict:
+             pn=DEFAULT_PN, device=None, chunk_size: int | None = None, distance: str = "hamming") -> dict:
     """Score query codes against database codes. Returns a dict of scalar metrics plus ``curves``.
 
     Keys: ``map``, ``map@K`` for each K in ``topk``, ``map_tie_aware``, ``map_tie_best``, ``map_tie_worst``,
     ``p@h<=R`` (R = ``radius``), ``zero_relevant_queries``, ``n_queries``, ``n_database``, ``n_bits``, and
     ``curves`` = {``pr_radius``: radius/precision/recall lists, ``p@n``: n/precision/recall lists}.
-    Semantics: ``SEMANTICS``. On the CPU a compiled counting kernel scans each query (parallel over queries);
+    ``distance="spherical"`` ranks by Spherical Hashing's distance instead; the Hamming-ball metrics
+    (``p@h<=R``, ``pr_radius``) are then left out. Semantics: ``SEMANTICS``. On the CPU a compiled counting kernel scans each query (parallel over queries);
     on other devices (CUDA) torch scans ``chunk_size`` queries at a time (default: ~64M distances per chunk).
     """
+    if distance not in DISTANCES:
+        raise unknown("distance", distance, DISTANCES)
     q = as_pm1_codes(query_codes, "query codes")
     d = as_pm1_codes(db_codes, "database codes")
     if q.shape[1] != d.shape[1]:
@@ -159,27 +178,34 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, *, topk=DEFAULT_TOP
     n_q, n_d, n_bits = q.shape[0], d.shape[0], q.shape[1]
     cutoffs = [n_d] + [min(k, n_d) for k in topk]  # whole ranking first, then each K
     pn_grid = [n for n in pn if n <= n_d]
+    buckets = spherical_buckets(n_bits) if distance == "spherical" else None
     if device.type == "cpu":
         from bench import _kernels
-        hist, ap, pn_hits = (torch.from_numpy(a) for a in _kernels.scan(q, d, ql, dl, cutoffs, pn_grid))
+        hist, ap, pn_hits = (torch.from_numpy(a) for a in _kernels.scan(q, d, ql, dl, cutoffs, pn_grid, buckets))
     else:
         hist, ap, pn_hits = _scan_torch(q.to(device), d.to(device), ql.to(device), dl.to(device), cutoffs, pn_grid,
-                                        chunk_size or max(1, (1 << 26) // n_d))
-    return _summarise(hist.to(torch.float64), ap, pn_hits, topk, radius, pn_grid, n_d)
+                                        chunk_size or max(1, (1 << 26) // n_d), buckets)
+    result = _summarise(hist.to(torch.float64), ap, pn_hits, topk, radius, pn_grid, n_d, n_bits)
+    if buckets is not None:  # a Hamming ball means nothing under the spherical distance
+        del result[f"p@h<={radius}"], result["curves"]["pr_radius"]
+    return result
 
 
-def _scan_torch(q, d, ql, dl, cutoffs, pn_grid, chunk_size):
+def _scan_torch(q, d, ql, dl, cutoffs, pn_grid, chunk_size, buckets=None):
     """Per query: the (distance, relevant) histogram (nq, n_bits+1, 2), AP at each cutoff (nq, len(cutoffs)) and
     the number of relevant items among the first N (nq, len(pn_grid)); ranking ties broken by index."""
-    n_bits, n_d = q.shape[1], d.shape[0]
     device = q.device
+    n_buckets = q.shape[1] + 1 if buckets is None else int(buckets.max()) + 1
     hists, aps, pns = [], [], []
     for start in range(0, q.shape[0], chunk_size):
         dist = hamming_distances(q[start:start + chunk_size], d)
+        if buckets is not None:  # the number of +1 bits both codes hold, then the spherical distance's rank
+            both = ((q[start:start + chunk_size].to(torch.float32) + 1) / 2) @ ((d.to(torch.float32) + 1) / 2).T
+            dist = buckets.to(device)[dist.long(), both.round().long()].to(torch.int32)
         rel = relevance(ql[start:start + chunk_size], dl)
         rows = dist.shape[0]
-        flat = (torch.arange(rows, device=device)[:, None] * (n_bits + 1) + dist.long()) * 2 + rel
-        hist = torch.bincount(flat.view(-1), minlength=rows * (n_bits + 1) * 2).view(rows, n_bits + 1, 2)
+        flat = (torch.arange(rows, device=device)[:, None] * n_buckets + dist.long()) * 2 + rel
+        hist = torch.bincount(flat.view(-1), minlength=rows * n_buckets * 2).view(rows, n_buckets, 2)
         del flat
         rel_sorted = rel.gather(1, stable_order(dist))
         del dist, rel
@@ -204,10 +230,10 @@ def _scan_torch(q, d, ql, dl, cutoffs, pn_grid, chunk_size):
     return torch.cat(hists), torch.cat(aps), torch.cat(pns)
 
 
-def _summarise(hist, ap, pn_hits, topk, radius, pn_grid, n_d) -> dict:
+def _summarise(hist, ap, pn_hits, topk, radius, pn_grid, n_d, n_bits) -> dict:
     """Every metric from the per-query scan results (see ``_scan_torch`` for their shapes)."""
     device = hist.device
-    n_q, n_bits = hist.shape[0], hist.shape[1] - 1
+    n_q = hist.shape[0]
     counts, rel_counts = hist.sum(2), hist[:, :, 1]
     n_rel = rel_counts.sum(1)
     tie, best, worst = tie_aware_ap(counts, rel_counts, _harmonic(n_d, device))

@@ -15,6 +15,18 @@ def _relevant(query_label, db_labels) -> np.ndarray:
     return ((db_labels @ query_label) > 0).astype(np.float64)
 
 
+def _distances(query, db, distance):
+    """Distances of one {-1,+1} query to every database code, as the repositories compute them."""
+    n_bits = db.shape[1]
+    if distance == "hamming":
+        return 0.5 * (n_bits - db @ query)
+    q1, d1 = query > 0, db > 0  # Spherical Hashing: |a xor b| / |a and b| of the +1 bits
+    xor = (q1 != d1).sum(1).astype(np.float64)
+    both = (q1 & d1).sum(1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(both > 0, xor / np.where(both > 0, both, 1), np.where(xor > 0, np.inf, 0.0))
+
+
 def _ap(rel_sorted: np.ndarray) -> float:
     """AP of a ranked 0/1 relevance list, normalised by the relevant items inside it (0 if none)."""
     hits = rel_sorted.sum()
@@ -25,16 +37,15 @@ def _ap(rel_sorted: np.ndarray) -> float:
 
 
 def reference_evaluate(query_codes, db_codes, query_labels, db_labels, topk=(1000,), radius=2, pn=(),
-                       sort_kind="stable") -> dict:
-    """Per query: Hamming distances, ``np.argsort`` (``sort_kind``; "stable" breaks ties by database index, the
+                       sort_kind="stable", distance="hamming") -> dict:
+    """Per query: distances (Hamming, or Spherical Hashing's), ``np.argsort`` (``sort_kind``; "stable" breaks ties by database index, the
     numpy default "quicksort" the way most repositories do, arbitrarily), AP over the whole ranking and the top K,
     precision within the radius, P@N."""
     qb = np.asarray(query_codes, dtype=np.float64)
     db = np.asarray(db_codes, dtype=np.float64)
-    n_bits = qb.shape[1]
     ap, ap_at, p_ball, p_at = [], {k: [] for k in topk}, [], {n: [] for n in pn}
     for i in range(qb.shape[0]):
-        hamm = 0.5 * (n_bits - db @ qb[i])
+        hamm = _distances(qb[i], db, distance)
         rel = _relevant(query_labels[i], db_labels)
         order = np.argsort(hamm, kind=sort_kind)
         rel_sorted = rel[order]
@@ -68,15 +79,15 @@ def reference_pr_radius(query_codes, db_codes, query_labels, db_labels):
     return precision / qb.shape[0], recall / qb.shape[0]
 
 
-def brute_force_tie_ap(query_codes, db_codes, query_labels, db_labels):
+def brute_force_tie_ap(query_codes, db_codes, query_labels, db_labels, distance="hamming"):
     """Expected, best and worst mAP over every order of tied items, by enumerating all permutations of the
     database (the position in the permutation breaks ties). Only for tiny databases (n! orders)."""
     qb = np.asarray(query_codes, dtype=np.float64)
     db = np.asarray(db_codes, dtype=np.float64)
-    n_bits, n_db = qb.shape[1], db.shape[0]
+    n_db = db.shape[0]
     expected, best, worst = [], [], []
     for i in range(qb.shape[0]):
-        hamm = 0.5 * (n_bits - db @ qb[i])
+        hamm = _distances(qb[i], db, distance)
         rel = _relevant(query_labels[i], db_labels)
         values = []
         for perm in itertools.permutations(range(n_db)):

@@ -113,7 +113,8 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
     db_codes = check_codes(method.encode(split.x_database), split.x_database.shape[0], cell.n_bits, cls.name)
     _sync(device)
     t2 = time.perf_counter()
-    result = metrics.evaluate(query_codes, db_codes, split.y_query, split.y_database, topk=protocol.topk)
+    result = metrics.evaluate(query_codes, db_codes, split.y_query, split.y_database, topk=protocol.topk,
+                              distance=method.ranking_distance)
     t3 = time.perf_counter()
 
     curves = result.pop("curves")
@@ -128,6 +129,7 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
         "split_seed": protocol.seed,
         "sizes": {"query": int(split.x_query.shape[0]), "database": int(split.x_database.shape[0]),
                   "train": int(split.x_train.shape[0])},
+        "distance": method.ranking_distance,
         "metrics": result,
         "counts": counts,
         "curves": curves,

@@ -45,7 +45,7 @@ BAD = [
     (["run", "--method", "itq", "--set", "n_iter=many"], "n_iter=many: expected int"),
     (["run", "--method", "itq", "--set", "n_iter"], "expects KEY=VALUE"),
     (["run", "--method", "itq", "--seeds", "x"], "--seeds must be integers"),
-    (["run", "--method", "itq", "--input", "gist"], "unknown input view 'gist'"),
+    (["run", "--method", "itq", "--input", "sift"], "unknown input view 'sift'"),
     (["run", "--method", "pcah", "--bits", "128"], "n_bits <= the input dimension (64)"),
     (["table", "dizaji2018-tabel1"], "did you mean 'dizaji2018-table1'"),
     (["table", "dizaji2018-table1", "--format", "html"], "unknown format 'html'"),

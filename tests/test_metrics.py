@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from bench import _kernels
 from bench.errors import BenchError
-from bench.metrics import _scan_torch, evaluate
+from bench.metrics import _scan_torch, evaluate, spherical_buckets
 from bench.reference import brute_force_tie_ap, reference_evaluate, reference_pr_radius
 from conftest import needs_cuda, random_case
 
@@ -133,3 +133,33 @@ def test_tie_aware_is_invariant_to_database_order_and_bounded(arrays, rnd):
 def test_bad_inputs_are_named(args, message):
     with pytest.raises(BenchError, match=message):
         evaluate(*args)
+
+
+@pytest.mark.parametrize("n_bits,multi_label", [(8, False), (16, True), (64, False)])
+def test_spherical_distance_matches_reference(n_bits, multi_label):
+    rng = np.random.default_rng(n_bits)
+    q, d, ql, dl = random_case(rng, 20, 250, n_bits, multi_label=multi_label, n_patterns=5, flip=0.2)
+    ours = evaluate(q, d, ql, dl, topk=(10, 100), pn=(50,), distance="spherical")
+    ref = reference_evaluate(q, d, ql, dl, topk=(10, 100), pn=(50,), distance="spherical")
+    for key in ("map", "map@10", "map@100"):
+        assert ours[key] == pytest.approx(ref[key], abs=1e-12), key
+    assert ours["curves"]["p@n"]["precision"] == pytest.approx([ref["p@50"]], abs=1e-12)
+    assert "p@h<=2" not in ours and "pr_radius" not in ours["curves"]
+    args = [torch.as_tensor(a) for a in (q, d, ql, dl)]
+    hist, ap, _ = _scan_torch(args[0].to(torch.int8), args[1].to(torch.int8), args[2], args[3], [250, 10], [50], 7,
+                              spherical_buckets(n_bits))
+    assert float(ap[:, 0].mean()) == pytest.approx(ours["map"], abs=1e-12)
+
+
+def test_spherical_tie_aware_matches_enumeration():
+    rng = np.random.default_rng(11)
+    q, d, ql, dl = random_case(rng, 3, 7, 6, n_classes=3, n_patterns=3, flip=0.3)
+    ours = evaluate(q, d, ql, dl, distance="spherical")
+    expected, best, worst = brute_force_tie_ap(q, d, ql, dl, distance="spherical")
+    assert (ours["map_tie_aware"], ours["map_tie_best"], ours["map_tie_worst"]) == pytest.approx(
+        (expected, best, worst), abs=1e-12)
+
+
+def test_unknown_distance_is_named():
+    with pytest.raises(BenchError, match="unknown distance 'cosine'"):
+        evaluate([[1, 1]], [[1, -1]], [0], [0], distance="cosine")
