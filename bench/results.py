@@ -68,14 +68,16 @@ def read_records(results_dir: Path | str | None = None) -> list[dict]:
 def load_results(results_dir: Path | str | None = None) -> pd.DataFrame:
     """One long frame: a row per (run, scalar metric or timing in seconds) with the run's identity columns.
 
-    Columns: run_id, method, protocol, input, n_bits, seed, default_config, device, tie_policy, metric, value."""
+    Columns: run_id, method, protocol, input, n_bits, seed, default_config, device, tie_policy, created, metric,
+    value."""
     rows = []
     for r in read_records(results_dir):
         base = {"run_id": r["run_id"], "method": r["method"], "protocol": r["protocol"], "input": r["input"],
                 "n_bits": r["n_bits"], "seed": r["seed"], "default_config": r["config_is_default"],
-                "device": r["environment"]["device"], "tie_policy": r["semantics"]["tie_policy"]}
+                "device": r["environment"]["device"], "tie_policy": r["semantics"]["tie_policy"],
+                "created": r["created"]}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in r["metrics"].items()]
         rows += [{**base, "metric": k, "value": float(v)} for k, v in r["timings"].items()]  # fit_s, encode_s, ...
     columns = ["run_id", "method", "protocol", "input", "n_bits", "seed", "default_config", "device", "tie_policy",
-               "metric", "value"]
+               "created", "metric", "value"]
     return pd.DataFrame(rows, columns=columns)

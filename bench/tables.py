@@ -78,6 +78,9 @@ def _ours(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=["method", "protocol", "input", "metric", "n_bits", "mean", "std", "n"])
     wanted = frame[frame["default_config"] & frame["method"].isin([r["method"] for r in spec.rows])]
+    # One value per cell and seed: a default config stored by an older version of the method counts once, newest.
+    keys = ["method", "protocol", "input", "n_bits", "seed", "metric"]
+    wanted = wanted.sort_values("created").drop_duplicates(keys, keep="last")
     grouped = wanted.groupby(["method", "protocol", "input", "metric", "n_bits"])["value"]
     out = grouped.agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)

@@ -63,3 +63,13 @@ def test_committed_mnist_table_comes_from_committed_records():
     if not committed.exists():
         pytest.skip("no rendered table committed")
     assert committed.read_text() == render(get_registry().table("dizaji2018-table1"), "markdown", root)
+
+
+def test_a_cell_stored_twice_counts_once(digits_table, results_dir):
+    import json
+    [record] = run_grid([Cell("itq", "digits", 16, 0)], results_dir=results_dir, log=lambda s: None)
+    older = dict(record, run_id="older", created="2000-01-01T00:00:00+0000",
+                 metrics=dict(record["metrics"], map=0.0))
+    (results_dir / "runs" / "itq_older.json").write_text(json.dumps(older))
+    mean, std, n, _ = row(build(digits_table, results_dir), "ITQ (ours)")[0]
+    assert n == 1 and mean == pytest.approx(100 * record["metrics"]["map"])
