@@ -55,14 +55,15 @@ def test_best_of_ours_is_bold(digits_table, results_dir):
     assert t["rows"][best_row][0] == max(ours, key=ours.get)
 
 
-def test_committed_mnist_table_comes_from_committed_records():
+@pytest.mark.parametrize("name", sorted(get_registry().tables))
+def test_committed_tables_come_from_committed_records(name):
     """results/tables/ holds what `bench table` renders from results/runs/ (regenerate both together)."""
     from pathlib import Path
     root = Path(__file__).resolve().parents[1] / "results"
-    committed = root / "tables" / "dizaji2018-table1.md"
+    committed = root / "tables" / f"{name}.md"
     if not committed.exists():
-        pytest.skip("no rendered table committed")
-    assert committed.read_text() == render(get_registry().table("dizaji2018-table1"), "markdown", root)
+        pytest.skip(f"no rendered {name} committed")
+    assert committed.read_text() == render(get_registry().table(name), "markdown", root)
 
 
 def test_a_cell_stored_twice_counts_once(digits_table, results_dir):
