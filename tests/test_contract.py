@@ -69,10 +69,13 @@ def test_better_than_chance_on_digits(cls):
 
 @needs_cuda
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
-def test_runs_on_cuda(cls):
-    method, split = fitted(cls, 16, device="cuda")
-    codes = method.encode(split.x_query)
-    assert codes.device.type == "cuda"
-    cpu_method, cpu_split = fitted(cls, 16, device="cpu")
-    agree = (codes.cpu() == cpu_method.encode(cpu_split.x_query)).float().mean()
-    assert agree > 0.95  # same seed, same draws (made on the CPU); float differences may flip a few bits
+def test_runs_on_cuda_with_the_same_quality(cls):
+    """Same seed, same random draws (made on the CPU), but eigenvector signs and float rounding may differ by
+    device: a bit flipped for every item changes no distance, so compare retrieval quality, not bits."""
+    scores = {}
+    for device in ("cuda", "cpu"):
+        method, split = fitted(cls, 16, device=device)
+        codes = method.encode(split.x_database)
+        assert codes.device.type == device
+        scores[device] = evaluate(method.encode(split.x_query), codes, split.y_query, split.y_database)["map"]
+    assert scores["cuda"] == pytest.approx(scores["cpu"], abs=0.03)
