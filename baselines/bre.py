@@ -15,7 +15,6 @@ import dataclasses
 import torch
 
 from baselines._linear import centre
-from bench.errors import BenchError
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize, similarity
 
@@ -65,8 +64,7 @@ class BRE(Method):
         n_sweeps: int = 3  # passes over every weight; stops early when a pass improves nothing
 
     def fit(self, x, y=None):
-        if y is None:
-            raise BenchError(f"{self.name} is supervised: it needs training labels")
+        self.check_labels(y)
         g = self.generator()
         c, k_bits = self.config, self.n_bits
         centred, self.mean_ = centre(x)

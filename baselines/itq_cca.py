@@ -30,8 +30,7 @@ class ITQCCA(ProjectionHash):
         n_iter: int = 50  # ITQ iterations, as for unsupervised ITQ
 
     def fit(self, x, y=None):
-        if y is None:
-            raise BenchError(f"{self.name} is supervised: it needs training labels")
+        self.check_labels(y)
         d = x.shape[1]
         if self.n_bits > d:
             raise BenchError(f"{self.name} needs n_bits <= the input dimension ({d}); got {self.n_bits}")

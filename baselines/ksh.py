@@ -14,7 +14,6 @@ import dataclasses
 import torch
 
 from baselines._kernel import pick_anchors, rbf
-from bench.errors import BenchError
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize, similarity
 
@@ -65,8 +64,7 @@ class KSH(Method):
         return rbf(x, self.anchors_, 2 * self.width_) - self.kernel_mean_
 
     def fit(self, x, y=None):
-        if y is None:
-            raise BenchError(f"{self.name} is supervised: it needs training labels")
+        self.check_labels(y)
         g = self.generator()
         c = self.config
         self.anchors_ = pick_anchors(x, c.n_anchors, g)

@@ -12,7 +12,6 @@ import dataclasses
 import torch
 
 from baselines._kernel import pick_anchors, rbf
-from bench.errors import BenchError
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize, label_matrix
 
@@ -49,8 +48,7 @@ class SDH(Method):
         return torch.cat([phi, torch.ones(phi.shape[0], 1, dtype=phi.dtype, device=phi.device)], 1)
 
     def fit(self, x, y=None):
-        if y is None:
-            raise BenchError(f"{self.name} is supervised: it needs training labels")
+        self.check_labels(y)
         g = self.generator()
         c = self.config
         xs = torch.nn.functional.normalize(x.to(torch.float64), dim=1) if c.normalize else x

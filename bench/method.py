@@ -60,6 +60,12 @@ class Method(ABC):
         so a seed gives the same numbers on every device."""
         return torch.Generator().manual_seed(self.seed)
 
+    def check_labels(self, y):
+        """Supervised methods call this first: a clear error, not a crash, when fit() gets no labels."""
+        if y is None:
+            raise BenchError(f"{self.name} is supervised ({self.supervision}): fit() needs training labels")
+        return y
+
     def check_fitted(self, *attributes: str) -> None:
         if any(not hasattr(self, a) for a in attributes):
             raise BenchError(f"{self.name}: encode() called before fit()")

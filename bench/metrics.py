@@ -175,7 +175,7 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, *, topk=DEFAULT_TOP
     if any(k < 1 for k in topk):
         raise BenchError(f"top-K values must be positive integers; got {list(topk)}")
     device = torch.device(device) if device is not None else d.device
-    n_q, n_d, n_bits = q.shape[0], d.shape[0], q.shape[1]
+    n_d, n_bits = d.shape[0], q.shape[1]
     cutoffs = [n_d] + [min(k, n_d) for k in topk]  # whole ranking first, then each K
     pn_grid = [n for n in pn if n <= n_d]
     buckets = spherical_buckets(n_bits) if distance == "spherical" else None

@@ -4,7 +4,6 @@ import dataclasses
 import pytest
 
 from bench.registry import get_registry
-from bench.results import read_records, write_record
 from bench.runner import Cell, run_grid
 from bench.tables import build, render
 
