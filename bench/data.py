@@ -209,6 +209,40 @@ class Split:
     y_database: torch.Tensor
     y_train: torch.Tensor
     indices: dict
+    seed: int = 0  # the protocol's split seed
+
+    def validation(self, per_class: int = 100, max_database: int = 10_000) -> "Validation":
+        """A model-selection split carved from the training set, never from the queries: ``per_class`` training
+        items per class (at most a tenth of the class) as validation queries, and up to ``max_database`` of the
+        other training items as their database. Drawn with the split's seed, so every method and run sees the
+        same one. Unsupervised methods use its labels only to choose an epoch; the record says so."""
+        rng = np.random.default_rng(self.seed + 1)
+        y = self.y_train.cpu().numpy()
+        classes = np.unique(y)
+        take = max(1, min(per_class, min(int((y == c).sum()) for c in classes) // 10))
+        query = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:take] for c in classes]))
+        rest = np.setdiff1d(np.arange(len(y)), query)
+        database = np.sort(rng.permutation(rest)[:max_database])
+        q, d = torch.from_numpy(query).to(self.x_train.device), torch.from_numpy(database).to(self.x_train.device)
+        return Validation(self.x_train[q], self.y_train[q], self.x_train[d], self.y_train[d])
+
+
+@dataclasses.dataclass
+class Validation:
+    """Queries and database for model selection, all drawn from the training set."""
+    x_query: torch.Tensor
+    y_query: torch.Tensor
+    x_database: torch.Tensor
+    y_database: torch.Tensor
+
+    def score(self, encode) -> float:
+        """mAP of ``encode`` (inputs -> codes) on this split, the selection criterion of the deep methods."""
+        from bench.metrics import evaluate
+        return evaluate(encode(self.x_query), encode(self.x_database), self.y_query, self.y_database,
+                        topk=())["map"]
+
+    def describe(self) -> str:
+        return f"{len(self.y_query)} queries vs {len(self.y_database)} database items, both from the training set"
 
 
 PROTOCOLS = [
@@ -290,4 +324,4 @@ def load_split(protocol: Protocol, view: str, device: str = "cpu", root: str | N
     train = part["database"] if same else (x[torch.from_numpy(idx["train"]).to(x.device)],
                                            y[torch.from_numpy(idx["train"]).to(x.device)])
     return Split(protocol.name, view, part["query"][0], part["database"][0], train[0],
-                 part["query"][1], part["database"][1], train[1], idx)
+                 part["query"][1], part["database"][1], train[1], idx, protocol.seed)

@@ -30,6 +30,10 @@ class Method(ABC):
     supervision: ClassVar[str]  # one of SUPERVISION
     input: ClassVar[str]  # one of INPUTS
     smoke: ClassVar[dict] = {}  # Config overrides that make fit() take seconds (tests, CI)
+    # Deep methods: True makes the runner pass ``validation=`` (a bench.data.Validation carved from the training
+    # set) to fit() for model selection, and set ``checkpoint_path`` (in the cache folder) for resumable training.
+    uses_validation: ClassVar[bool] = False
+    checkpoint_path = None
 
     @dataclasses.dataclass(frozen=True)
     class Config:
@@ -44,7 +48,9 @@ class Method(ABC):
     @abstractmethod
     def fit(self, x: torch.Tensor, y: torch.Tensor | None = None) -> "Method":
         """Learn from the training set ``x`` (on ``self.device``); ``y`` only for supervised methods
-        (class ids (n,) int64 or multi-hot (n, c) float32). Returns self."""
+        (class ids (n,) int64 or multi-hot (n, c) float32). Returns self. Methods with ``uses_validation`` also
+        take ``validation=None`` and may leave a JSON-able ``training_`` dict (losses, the epoch kept and why),
+        which the runner stores in the record."""
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:

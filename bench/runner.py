@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from bench import metrics
-from bench.data import load_split
+from bench.data import cache_dir, load_split
 from bench.errors import BenchError
 from bench.method import config_dict, make_config
 from bench.registry import get_registry
@@ -104,9 +104,13 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
     torch.manual_seed(cell.seed)  # for methods that draw from torch's global generator (e.g. dropout)
     method = cls(cell.n_bits, config, device=device, seed=cell.seed)
     labels = None if cls.supervision == "none" else split.y_train
+    extra = {}
+    if cls.uses_validation:
+        extra["validation"] = split.validation()
+        method.checkpoint_path = cache_dir() / "checkpoints" / f"{path.stem}.pt"
 
     t0 = time.perf_counter()
-    method.fit(split.x_train, labels)
+    method.fit(split.x_train, labels, **extra)
     _sync(device)
     t1 = time.perf_counter()
     query_codes = check_codes(method.encode(split.x_query), split.x_query.shape[0], cell.n_bits, cls.name)
@@ -134,6 +138,7 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
         "counts": counts,
         "curves": curves,
         "semantics": metrics.SEMANTICS,
+        "training": getattr(method, "training_", None),  # deep methods: losses, epoch kept and why
         "timings": {"fit_s": t1 - t0, "encode_s": t2 - t1, "evaluate_s": t3 - t2},
         "environment": _environment(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -30,7 +30,8 @@ class TableSpec:
     source: str
     bits: tuple
     blocks: tuple  # dicts: label, protocol, input, metrics, paper_setup
-    rows: tuple  # dicts: method, label, published {protocol: {metric: [value per bits]}}
+    rows: tuple  # dicts: method, label, published {protocol: {metric: [value per bits]}}, optional input
+    # (the view this row's runs use when not the block's, e.g. "images" for the deep methods)
     notes: tuple = ()
     speed_bits: int | None = None  # add fit/encode seconds at this code length after each block
 
@@ -102,7 +103,8 @@ def build(spec: TableSpec, results_dir=None) -> dict:
         paper = [None if c.is_time else
                  row["published"].get(c.block["protocol"], {}).get(c.metric, [None] * len(spec.bits))[
                      spec.bits.index(c.bits)] for c in columns]
-        mine = [index.get((row["method"], c.block["protocol"], c.block["input"], c.metric, c.bits)) for c in columns]
+        mine = [index.get((row["method"], c.block["protocol"], row.get("input", c.block["input"]), c.metric, c.bits))
+                for c in columns]
         rows.append((f"{row['label']} (paper)", paper))
         rows.append((f"{row['label']} (ours)", [None if m is None else (*m, p) for m, p in zip(mine, paper)]))
     for j, c in enumerate(columns):
@@ -116,7 +118,9 @@ def build(spec: TableSpec, results_dir=None) -> dict:
         notes.append(f"Times: mean seconds to fit (training set) and to encode (queries and database) at "
                      f"{spec.speed_bits} bits, on the device each run used (its environment is in the record).")
     for b in spec.blocks:
-        runs = used[(used["protocol"] == b["protocol"]) & (used["input"] == b["input"])] if not used.empty else used
+        view = {r["method"]: r.get("input", b["input"]) for r in spec.rows}  # a row may use another view
+        runs = used[(used["protocol"] == b["protocol"]) & (used["input"] == used["method"].map(view))] \
+            if not used.empty else used
         seeds = "; ".join(f"{r['label']} {sorted(runs[runs['method'] == r['method']]['seed'].unique().tolist())}"
                           for r in spec.rows if not runs.empty and (runs["method"] == r["method"]).any())
         devices = sorted(runs["device"].unique().tolist()) if not runs.empty else []

@@ -1,0 +1,114 @@
+"""Shared pieces of the deep methods, so each method file holds only its networks, losses and training loop.
+
+Training reads minibatches straight from the device-resident uint8 tensors the harness gives ``fit`` and augments
+on the device (no DataLoader, no PIL per step). Random draws come from the method's CPU generator and are moved to
+the device, so a seed gives the same run on every device (up to float rounding).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.errors import BenchError
+
+
+class Diverged(BenchError):
+    """A loss became NaN or inf: the run failed and nothing is recorded."""
+
+
+def to_float(x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """uint8 images (n, c, h, w) -> float32 in [-1, 1] (the tanh range of the generators), resized to size x size
+    when given and different."""
+    out = x.to(torch.float32).div_(127.5).sub_(1.0)
+    if size is not None and tuple(out.shape[-2:]) != (size, size):
+        out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)
+    return out
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:
+    """One epoch of shuffled index batches. A trailing batch smaller than half a batch is dropped (batch norm and
+    batch statistics such as bit frequencies are noisy on tiny batches)."""
+    order = torch.randperm(n, generator=generator).to(device)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < batch_size // 2:
+        batches.pop()
+    return batches
+
+
+def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0, translate: float = 0.1,
+                  flip: bool = False) -> torch.Tensor:
+    """A random rotation (uniform in +-degrees), translation (+-translate of the size) and optional horizontal
+    flip per image, applied on the device with reflection padding."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * translate * 2  # grid units span [-1, 1]
+    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1).to(x)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+
+
+def check_finite(method: str, step: int, **losses: torch.Tensor) -> None:
+    """Raise Diverged naming the first non-finite loss (one host sync per call: call it every few steps)."""
+    values = torch.stack([v.detach().float() for v in losses.values()])
+    if not torch.isfinite(values).all():
+        bad = {k: float(v) for k, v in losses.items() if not math.isfinite(float(v))}
+        raise Diverged(f"{method} diverged at step {step}: {bad}; nothing was stored")
+
+
+@torch.no_grad()
+def batched(fn, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """fn over x in batches (encoding a 60,000-image database at once can exhaust memory)."""
+    return torch.cat([fn(part) for part in x.split(batch_size)])
+
+
+def bit_entropy(p: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Elementwise binary entropy H(p) = -p log p - (1 - p) log(1 - p), in nats."""
+    p = p.clamp(eps, 1 - eps)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+class Checkpoint:
+    """Resumable training state in one file (the runner points long trainings at the cache folder, never at the
+    results). Written atomically at the end of each epoch; a rerun of the same cell resumes from it."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+
+    def load(self, device) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        return torch.load(self.path, map_location=device, weights_only=False)
+
+    def save(self, state: dict) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+
+class BestOf:
+    """Keeps the parameters of the epoch with the highest validation score (model selection on a split carved
+    from the training set, never on the queries); without validation data the last epoch is kept."""
+
+    def __init__(self):
+        self.score, self.epoch, self.state = -math.inf, None, None
+
+    def offer(self, epoch: int, score: float | None, modules: dict) -> None:
+        if score is None or score > self.score:
+            self.score = -math.inf if score is None else score
+            self.epoch = epoch
+            self.state = {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()}
+
+    def restore(self, modules: dict) -> None:
+        for k, m in modules.items():
+            m.load_state_dict(self.state[k])

@@ -1,0 +1,170 @@
+"""The shared deep-training pieces (bench.deep, the validation split) and the deep methods' own behaviour."""
+import math
+
+import pytest
+import torch
+
+from baselines.dh import DH
+from bench.data import PROTOCOLS, load_split
+from bench.deep import (BestOf, Checkpoint, Diverged, bit_entropy, check_finite, epoch_batches, random_affine,
+                        to_float)
+from bench.method import make_config
+from bench.metrics import evaluate
+from bench.runner import Cell, run_cell
+from plugins.hashgan_dizaji2018 import HashGANDizaji
+
+DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return load_split(DIGITS, "images", "cpu")
+
+
+def test_to_float_scales_to_the_tanh_range_and_resizes():
+    x = torch.tensor([[[[0, 255], [255, 0]]]], dtype=torch.uint8)
+    assert to_float(x).flatten().tolist() == [-1.0, 1.0, 1.0, -1.0]
+    assert to_float(x, 8).shape == (1, 1, 8, 8)
+
+
+def test_random_affine_is_the_identity_at_zero_and_flips_only_when_asked(images):
+    x = to_float(images.x_train[:16])
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(random_affine(x, g, degrees=0, translate=0), x, atol=1e-5)
+    flipped = random_affine(x, g, degrees=0, translate=0, flip=True)
+    same = [torch.allclose(f, o, atol=1e-5) for f, o in zip(flipped, x)]
+    mirrored = [torch.allclose(f, o.flip(-1), atol=1e-5) for f, o in zip(flipped, x)]
+    assert all(s or m for s, m in zip(same, mirrored)) and any(mirrored) and any(same)
+    moved = random_affine(x, g, degrees=10, translate=0.1)
+    assert moved.shape == x.shape and not torch.allclose(moved, x)
+
+
+def test_epoch_batches_cover_each_item_once_and_drop_a_tiny_tail():
+    batches = epoch_batches(105, 50, torch.Generator().manual_seed(0), "cpu")
+    assert [len(b) for b in batches] == [50, 50]  # the 5-item tail is under half a batch
+    assert len(torch.cat(batches).unique()) == 100
+    assert sorted(torch.cat(epoch_batches(130, 50, torch.Generator(), "cpu")).tolist()) == list(range(130))
+
+
+def test_check_finite_names_the_bad_loss():
+    check_finite("m", 3, a=torch.tensor(1.0))
+    with pytest.raises(Diverged, match="m diverged at step 7.*'b'"):
+        check_finite("m", 7, a=torch.tensor(1.0), b=torch.tensor(float("nan")))
+
+
+def test_bit_entropy():
+    assert float(bit_entropy(torch.tensor(0.5))) == pytest.approx(math.log(2))
+    assert float(bit_entropy(torch.tensor(0.0))) < 1e-5 and float(bit_entropy(torch.tensor(1.0))) < 1e-5
+
+
+def test_checkpoint_round_trip_and_no_path(tmp_path):
+    Checkpoint(None).save({"a": 1})
+    assert Checkpoint(None).load("cpu") is None
+    ck = Checkpoint(tmp_path / "c" / "run.pt")
+    assert ck.load("cpu") is None
+    ck.save({"w": torch.arange(3)})
+    assert torch.equal(ck.load("cpu")["w"], torch.arange(3))
+
+
+def test_best_of_keeps_the_best_epoch():
+    net = torch.nn.Linear(2, 1)
+    best = BestOf()
+    for epoch, score in [(1, 0.2), (2, 0.5), (3, 0.4)]:
+        torch.nn.init.constant_(net.weight, float(epoch))
+        best.offer(epoch, score, {"net": net})
+    best.restore({"net": net})
+    assert best.epoch == 2 and float(net.weight.detach()[0, 0]) == 2.0
+
+
+def test_validation_is_carved_from_the_training_set(images):
+    val = images.validation()
+    assert val.y_query.shape[0] == 10 * 16  # a tenth of the smallest class (~160 items) per class
+    assert torch.equal(val.y_query.bincount(), torch.full((10,), 16))
+    train = {tuple(r.flatten().tolist()) for r in images.x_train}
+    assert all(tuple(r.flatten().tolist()) in train for r in val.x_query)
+    assert val.x_query.shape[0] + val.x_database.shape[0] == images.x_train.shape[0]
+    again = images.validation()
+    assert torch.equal(val.y_database, again.y_database) and torch.equal(val.x_query, again.x_query)
+    assert images.validation(max_database=100).x_database.shape[0] == 100
+
+
+# ------------------------------------------------------------------------------------------------ HashGAN (Dizaji)
+
+def smoke(n_bits=16, **overrides):
+    return HashGANDizaji(n_bits, make_config(HashGANDizaji, {**HashGANDizaji.smoke, **overrides}), seed=0)
+
+
+def test_hashgan_hashing_terms_have_the_intended_signs_and_shapes(images):
+    m = smoke(8, epochs=1).fit(images.x_train[:64])
+    with torch.no_grad():
+        torch.nn.init.orthogonal_(m.heads_.hash.weight)  # rows orthonormal: W W^T = I (K x K)
+        half = torch.full((4, 8), 0.5)
+        sure = torch.tensor([[1.0, 0.0] * 4, [0.0, 1.0] * 4] * 2)
+        _, t_half = m._hashing_loss(half, half)
+        _, t_sure = m._hashing_loss(sure, sure)
+    assert float(t_half["independent"]) < 1e-8  # the K x K form can reach zero (the port's d x d form cannot)
+    assert float(t_sure["entropy"]) < float(t_half["entropy"])  # minimising +H makes bits confident
+    assert float(t_half["uniform"]) == pytest.approx(-8 * math.log(2), abs=1e-5)  # balanced bits: lowest value
+    assert float(t_sure["consistent"]) == 0.0
+
+
+def test_hashgan_records_its_selection_and_resumes_from_a_checkpoint(images, tmp_path):
+    val = images.validation()
+    x = images.x_train[:256]
+    ck = tmp_path / "ck.pt"
+    first = smoke(epochs=2)
+    first.checkpoint_path = ck
+    first.fit(x, validation=val)
+    resumed = smoke(epochs=3)
+    resumed.checkpoint_path = ck
+    resumed.fit(x, validation=val)
+    log = resumed.training_["log"]
+    assert [e["epoch"] for e in log] == [1, 2, 3] and log[:2] == first.training_["log"]
+    assert resumed.training_["kept_epoch"] == max(log, key=lambda e: e["validation_map"])["epoch"]
+    assert "validation split" in resumed.training_["selection"]
+
+
+def test_hashgan_divergence_fails_the_run_and_stores_nothing(results_dir):
+    cell = Cell("hashgan-dizaji", "digits", 8, 0, (("epochs", 1), ("lr", 1e30), ("w_independent", 1e30)))
+    with pytest.raises(Diverged):
+        run_cell(cell, results_dir=results_dir)
+    assert not list(results_dir.glob("runs/*.json"))
+
+
+def test_hashgan_run_record_says_which_epoch_was_kept(results_dir):
+    record, _ = run_cell(Cell("hashgan-dizaji", "digits", 8, 0, (("epochs", 2), ("batch_size", 64))),
+                         results_dir=results_dir)
+    assert record["training"]["kept_epoch"] in (1, 2) and len(record["training"]["log"]) == 2
+    assert record["config_is_default"] is False
+
+
+def test_hashgan_no_gan_ablation_and_options_run(images):
+    x = images.x_train[:128]
+    for over in ({"use_gan": False}, {"arch": "dcgan"}, {"collab": "triplet", "generator_loss": "minimax"}):
+        codes = smoke(8, epochs=1, **over).fit(x).encode(images.x_query)
+        assert codes.shape == (images.x_query.shape[0], 8)
+
+
+def test_hashgan_samples_are_images_in_the_tanh_range(images):
+    m = smoke(8, epochs=1).fit(images.x_train[:64])
+    s = m.sample(5)
+    assert s.shape == (5, 1, 8, 8) and s.abs().max() <= 1
+
+
+# ------------------------------------------------------------------------------------------------------------- DH
+
+def test_dh_regression_value_on_digits():
+    """Pinned from a checked run (MNIST 16 bits with the same code: 41.8 against the paper's 43.1)."""
+    split = load_split(DIGITS, "pixels", "cpu")
+    m = DH(16, seed=0).fit(split.x_train)
+    score = evaluate(m.encode(split.x_query), m.encode(split.x_database), split.y_query, split.y_database)["map"]
+    assert score == pytest.approx(0.3567, abs=0.02)
+
+
+def test_dh_independence_term_reaches_zero_for_wide_and_narrow_layers():
+    from baselines.dh import gram_deviation
+    narrow, wide = torch.empty(4, 10), torch.empty(10, 4)
+    torch.nn.init.orthogonal_(narrow)
+    torch.nn.init.orthogonal_(wide)
+    assert float(gram_deviation(narrow)) < 1e-8 and float(gram_deviation(wide)) < 1e-8
+    assert float(gram_deviation(2 * narrow)) > 1
