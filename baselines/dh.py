@@ -18,16 +18,9 @@ import torch
 from torch import nn
 
 from baselines._linear import centre
-from bench.deep import batched, check_finite, epoch_batches
+from bench.deep import batched, check_finite, epoch_batches, gram_deviation
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize
-
-
-def gram_deviation(w):
-    """||W W^T - I||^2 for a layer of at most as many units as inputs; for a wider one (e.g. 64 bits from 30
-    hidden units) W W^T has rank < K and cannot reach I, so its columns are made orthonormal instead."""
-    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
-    return ((gram - torch.eye(gram.shape[0], device=w.device)) ** 2).sum()
 
 
 class DH(Method):

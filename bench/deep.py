@@ -75,6 +75,14 @@ def bit_entropy(p: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return -(p * p.log() + (1 - p) * (1 - p).log())
 
 
+def gram_deviation(w: torch.Tensor) -> torch.Tensor:
+    """||W W^T - I||^2, the independence term of DH and HashGAN, for a layer of at most as many units as inputs;
+    for a wider one (e.g. 64 bits from 30 hidden units) W W^T has rank < K and cannot reach I, so its columns are
+    made orthonormal instead."""
+    gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+    return ((gram - torch.eye(gram.shape[0], device=w.device)) ** 2).sum()
+
+
 class Checkpoint:
     """Resumable training state in one file (the runner points long trainings at the cache folder, never at the
     results). Written atomically at the end of each epoch; a rerun of the same cell resumes from it."""

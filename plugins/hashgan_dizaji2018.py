@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from bench.deep import BestOf, Checkpoint, batched, bit_entropy, check_finite, epoch_batches, random_affine, to_float
+from bench.deep import (BestOf, Checkpoint, batched, bit_entropy, check_finite, epoch_batches, gram_deviation,
+                        random_affine, to_float)
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize
 
@@ -170,8 +171,8 @@ class HashGANDizaji(Method):
         entropy = bit_entropy(t).sum(1).mean()  # minimum-entropy bits: +H (the poster prints -H, a sign typo)
         uniform = -bit_entropy(t.mean(0)).sum()  # uniform-frequency bits: maximise H of each bit's frequency
         consistent = ((t - t_aug) ** 2).sum(1).mean()  # consistent bits: E(x) vs E(perturbed x)
-        w = self.heads_.hash.weight  # (K, d): the K x K Gram matrix W W^T (the port's d x d form cannot reach I)
-        independent = ((w @ w.T - torch.eye(self.n_bits, device=w.device)) ** 2).sum()  # independent bits
+        # independent bits on the hash layer (K, d): the K x K Gram matrix (the port's d x d form cannot reach I)
+        independent = gram_deviation(self.heads_.hash.weight)
         terms = {"entropy": entropy, "uniform": uniform, "consistent": consistent, "independent": independent}
         total = (c.w_entropy * entropy + c.w_uniform * uniform + c.w_consistent * consistent
                  + c.w_independent * independent)

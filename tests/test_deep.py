@@ -162,7 +162,7 @@ def test_dh_regression_value_on_digits():
 
 
 def test_dh_independence_term_reaches_zero_for_wide_and_narrow_layers():
-    from baselines.dh import gram_deviation
+    from bench.deep import gram_deviation
     narrow, wide = torch.empty(4, 10), torch.empty(10, 4)
     torch.nn.init.orthogonal_(narrow)
     torch.nn.init.orthogonal_(wide)
