@@ -137,11 +137,11 @@ def summary(records: list[dict]) -> str:
     rows = [{"method": r["method"], "bits": r["n_bits"], **r["metrics"], "fit s": r["timings"]["fit_s"]}
             for r in records]
     frame = pd.DataFrame(rows)
-    metrics = [c for c in frame.columns if c.startswith(("map", "p@h"))]
+    metrics = [c for c in frame.columns if c.startswith(("map", "p@h")) or c in ("nmi", "acc")]
     out = []
     for (method, bits), g in frame.groupby(["method", "bits"], sort=False):
-        cells = [f"{100 * g[m].mean():.2f} ± {100 * g[m].std(ddof=1):.2f}" if len(g) > 1
-                 else f"{100 * g[m].mean():.2f}" for m in metrics]
+        cells = ["-" if g[m].isna().all() else f"{100 * g[m].mean():.2f} ± {100 * g[m].std(ddof=1):.2f}"
+                 if len(g) > 1 else f"{100 * g[m].mean():.2f}" for m in metrics]
         out.append([method, bits, len(g), *cells, f"{g['fit s'].mean():.2f}"])
     return tabulate(out, headers=["method", "bits", "seeds", *metrics, "fit s"], disable_numparse=True)
 

@@ -176,6 +176,9 @@ class Protocol:
     train_per_class: int | None = None
     topk: tuple[int, ...] = (1000,)  # the mAP@K cutoffs the papers report for this protocol
     seed: int = 0  # the split's own seed, never the run seed
+    # "clustering": no queries; methods train on every item, which are then clustered into as many clusters as
+    # there are classes and scored by NMI/ACC (bench.metrics.evaluate_clustering).
+    task: str = "retrieval"
 
     def split_indices(self, y: np.ndarray) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(self.seed)
@@ -257,6 +260,12 @@ PROTOCOLS = [
              "queries per class (200); the other 1,807 are the database and the training set.", load_usps_test, 20),
     Protocol("cifar10-dizaji2018", "CIFAR-10, 60,000 32x32 colour images, the DH/Dizaji protocol: 1,000 queries "
              "(100 per class); the other 59,000 are the database and the training set.", load_cifar10, 100),
+    Protocol("digits-clustering", "Clustering: all 1,797 scikit-learn digits, 10 clusters (offline everywhere).",
+             load_digits, 0, task="clustering"),
+    Protocol("mnist", "Clustering (Dizaji Table 2, JULE/DEPICT's MNIST-full): all 70,000 MNIST digits, 10 "
+             "clusters, scored on every image.", load_mnist, 0, task="clustering"),
+    Protocol("usps", "Clustering: the USPS test split only (2,007 16x16 digits; the paper's USPS has 11,000 "
+             "images, not available here), 10 clusters.", load_usps_test, 0, task="clustering"),
     Protocol("cifar10-cao2018", "CIFAR-10, the DQN/Cao protocol drawn disjoint: 1,000 queries (100 per class), "
              "5,000 training images (500 per class), the other 54,000 are the database (MAP@54000).",
              load_cifar10, 100, train_per_class=500, topk=(1000, 54000)),

@@ -16,6 +16,7 @@ from bench.errors import BenchError, unknown
 
 SUPERVISION = ("none", "labels", "pairs")  # "none": the runner passes no labels at all
 INPUTS = ("vectors", "images")  # vectors: float32 (n, d); images: uint8 (n, c, h, w)
+TASKS = ("retrieval", "clustering")  # what protocols a method can run on (bench.data.Protocol.task)
 
 
 class Method(ABC):
@@ -34,6 +35,11 @@ class Method(ABC):
     # set) to fit() for model selection, and set ``checkpoint_path`` (in the cache folder) for resumable training.
     uses_validation: ClassVar[bool] = False
     checkpoint_path = None
+    # Every hashing method also runs on clustering protocols: the runner clusters its codes with k-means. A method
+    # with clusters of its own (a softmax head, or k-means itself) returns them from ``cluster``; one without codes
+    # leaves "retrieval" out of ``tasks``. On clustering protocols the runner sets ``n_clusters`` before fit().
+    tasks: ClassVar[tuple] = TASKS
+    n_clusters: int | None = None
 
     @dataclasses.dataclass(frozen=True)
     class Config:
@@ -55,6 +61,10 @@ class Method(ABC):
     @abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of ``x``: (n, n_bits) int8 in {-1, +1}, never 0, on ``self.device``."""
+
+    def cluster(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Cluster ids (n,) of ``x`` when the method makes its own clusters; None: k-means on the codes."""
+        return None
 
     @property
     def ranking_distance(self) -> str:
@@ -132,6 +142,20 @@ def make_config(method_cls, overrides: dict | None = None):
                              f"expected {kind.__name__}")
         values[key] = value
     return method_cls.Config(**values)
+
+
+KMEANS_N_INIT = 10  # k-means restarts (scikit-learn's classic default); the best inertia is kept
+
+
+def kmeans(x: torch.Tensor, n_clusters: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ with ``KMEANS_N_INIT`` restarts (scikit-learn, on the CPU): (cluster ids (n,) int64, centres
+    (k, d) float32), both on ``x``'s device."""
+    from sklearn.cluster import KMeans
+    if not 1 <= n_clusters <= x.shape[0]:
+        raise BenchError(f"k-means: n_clusters={n_clusters} must be in 1..{x.shape[0]} (the number of items)")
+    fitted = KMeans(n_clusters, n_init=KMEANS_N_INIT, random_state=seed).fit(x.detach().cpu().numpy())
+    return (torch.from_numpy(fitted.labels_.astype("int64")).to(x.device),
+            torch.from_numpy(fitted.cluster_centers_.astype("float32")).to(x.device))
 
 
 def config_dict(config) -> dict:

@@ -265,3 +265,54 @@ def _summarise(hist, ap, pn_hits, topk, radius, pn_grid, n_d, n_bits) -> dict:
                     "recall": recall_n.mean(0).tolist() if pn_grid else []},
         },
     }
+
+
+# ------------------------------------------------------------------------------------------------ clustering
+
+NMI_NORMALIZERS = ("geometric", "arithmetic")
+CLUSTERING_SEMANTICS = {
+    "nmi": "normalised mutual information I(Y; C) / sqrt(H(Y) H(C)) (the geometric normaliser: scikit-learn's "
+           "default before 0.22, what the Dizaji/JULE/DEPICT tables used); natural logarithms",
+    "nmi_arithmetic": "I(Y; C) / ((H(Y) + H(C)) / 2), scikit-learn's default since 0.22, for comparison",
+    "acc": "accuracy under the best one-to-one map of clusters to classes (Hungarian algorithm on the "
+           "contingency table); clusters left unmatched count as errors",
+    "items": "every item of the dataset is clustered and scored (no held-out split), k = number of classes",
+}
+
+
+def _contingency(labels, clusters) -> np.ndarray:
+    """(n_classes, n_clusters) counts of items per (class, cluster)."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    if labels.ndim != 1 or labels.shape != clusters.shape or labels.size == 0:
+        raise BenchError(f"labels and cluster assignments must be two 1-D arrays of equal, non-zero length; got "
+                         f"{labels.shape} and {clusters.shape}")
+    y = np.unique(labels, return_inverse=True)[1]
+    c = np.unique(clusters, return_inverse=True)[1]
+    table = np.zeros((y.max() + 1, c.max() + 1), np.int64)
+    np.add.at(table, (y, c), 1)
+    return table
+
+
+def nmi(labels, clusters, normalizer: str = "geometric") -> float:
+    """Normalised mutual information (scikit-learn's, with the normaliser named explicitly: its default changed
+    from geometric to arithmetic in 0.22, and the published tables used the geometric one)."""
+    from sklearn.metrics import normalized_mutual_info_score
+    if normalizer not in NMI_NORMALIZERS:
+        raise unknown("NMI normaliser", normalizer, NMI_NORMALIZERS)
+    _contingency(labels, clusters)  # the same shape checks as ACC
+    return float(normalized_mutual_info_score(labels, clusters, average_method=normalizer))
+
+
+def clustering_accuracy(labels, clusters) -> float:
+    """Fraction of items whose cluster maps to their class under the best one-to-one map (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+    table = _contingency(labels, clusters)
+    rows, cols = linear_sum_assignment(-table)
+    return float(table[rows, cols].sum() / table.sum())
+
+
+def evaluate_clustering(labels, clusters) -> dict:
+    """Every clustering metric (``CLUSTERING_SEMANTICS``) of one assignment."""
+    labels, clusters = (np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a) for a in (labels, clusters))
+    return {"nmi": nmi(labels, clusters), "nmi_arithmetic": nmi(labels, clusters, "arithmetic"),
+            "acc": clustering_accuracy(labels, clusters)}

@@ -74,7 +74,7 @@ def load_results(results_dir: Path | str | None = None) -> pd.DataFrame:
     for r in read_records(results_dir):
         base = {"run_id": r["run_id"], "method": r["method"], "protocol": r["protocol"], "input": r["input"],
                 "n_bits": r["n_bits"], "seed": r["seed"], "default_config": r["config_is_default"],
-                "device": r["environment"]["device"], "tie_policy": r["semantics"]["tie_policy"],
+                "device": r["environment"]["device"], "tie_policy": r["semantics"].get("tie_policy"),  # retrieval only
                 "created": r["created"]}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in r["metrics"].items()]
         rows += [{**base, "metric": k, "value": float(v)} for k, v in r["timings"].items()]  # fit_s, encode_s, ...

@@ -18,12 +18,16 @@ import torch
 from bench import metrics
 from bench.data import cache_dir, load_split
 from bench.errors import BenchError
-from bench.method import config_dict, make_config
+from bench.method import KMEANS_N_INIT, config_dict, kmeans, make_config
 from bench.registry import get_registry
 from bench.results import SCHEMA_VERSION, default_results_dir, record_path, run_id, write_record
 
 MAX_BITS = 1024
 DEFAULT_VIEW = {"vectors": "pixels", "images": "images"}
+# How codes become clusters on clustering protocols (stored in every such record): k-means with k = the number of
+# classes, for every method alike so the rows of a clustering table are comparable (methods.md B.1.4 (a)).
+CLUSTERING = {"k": "number of classes", "kmeans_n_init": KMEANS_N_INIT, "kmeans_seed": "the run seed",
+              "nmi_normalizer": "geometric"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +89,19 @@ def prepare(cell: Cell):
     registry = get_registry()
     cls = registry.method(cell.method)
     protocol = registry.protocol(cell.protocol)
+    if protocol.task not in cls.tasks:
+        fitting = sorted(p.name for p in registry.protocols.values() if p.task in cls.tasks)
+        raise BenchError(f"{cls.name} does not run on {protocol.task} protocols such as {protocol.name!r} "
+                         f"(choices for {cls.name}: {', '.join(fitting)})")
     config = make_config(cls, dict(cell.overrides))
     view = cell.input or DEFAULT_VIEW[cls.input]
     identity = {"method": cls.name, "config": config_dict(config), "protocol": protocol.name, "input": view,
-                "n_bits": cell.n_bits, "seed": cell.seed, "topk": list(protocol.topk),
-                "tie_policy": metrics.TIE_POLICY}
+                # a method without codes (k-means on the input) has no code length: 0 for every --bits
+                "n_bits": cell.n_bits if "retrieval" in cls.tasks else 0, "seed": cell.seed}
+    if protocol.task == "retrieval":
+        identity |= {"topk": list(protocol.topk), "tie_policy": metrics.TIE_POLICY}
+    else:
+        identity |= {"clustering": CLUSTERING}
     return cls, config, protocol, view, identity
 
 
@@ -102,27 +114,24 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
         return json.loads(path.read_text()), False
     split = load_split(protocol, view, device, str(data_root) if data_root else None, download)
     torch.manual_seed(cell.seed)  # for methods that draw from torch's global generator (e.g. dropout)
-    method = cls(cell.n_bits, config, device=device, seed=cell.seed)
+    method = cls(identity["n_bits"], config, device=device, seed=cell.seed)
     labels = None if cls.supervision == "none" else split.y_train
     extra = {}
-    if cls.uses_validation:
+    if protocol.task == "clustering":
+        # Scored on the very items it trains on, so no labels may choose an epoch: no validation split.
+        method.n_clusters = int(torch.unique(split.y_train).numel())
+    elif cls.uses_validation:
         extra["validation"] = split.validation()
+    if cls.uses_validation:
         method.checkpoint_path = cache_dir() / "checkpoints" / f"{path.stem}.pt"
 
     t0 = time.perf_counter()
     method.fit(split.x_train, labels, **extra)
     _sync(device)
     t1 = time.perf_counter()
-    query_codes = check_codes(method.encode(split.x_query), split.x_query.shape[0], cell.n_bits, cls.name)
-    db_codes = check_codes(method.encode(split.x_database), split.x_database.shape[0], cell.n_bits, cls.name)
-    _sync(device)
-    t2 = time.perf_counter()
-    result = metrics.evaluate(query_codes, db_codes, split.y_query, split.y_database, topk=protocol.topk,
-                              distance=method.ranking_distance)
-    t3 = time.perf_counter()
+    score = _retrieval if protocol.task == "retrieval" else _clustering
+    evaluation, encode_s, evaluate_s = score(method, split, protocol, cell, device)
 
-    curves = result.pop("curves")
-    counts = {k: result.pop(k) for k in ("zero_relevant_queries", "n_queries", "n_database", "n_bits")}
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id(identity),
@@ -130,21 +139,55 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
         "config_is_default": config == cls.Config(),  # only default-config runs enter the paper tables
         "method_info": {"paper": cls.paper, "supervision": cls.supervision, "module": cls.__module__},
         "protocol_description": protocol.description,
+        "task": protocol.task,
         "split_seed": protocol.seed,
         "sizes": {"query": int(split.x_query.shape[0]), "database": int(split.x_database.shape[0]),
                   "train": int(split.x_train.shape[0])},
-        "distance": method.ranking_distance,
-        "metrics": result,
-        "counts": counts,
-        "curves": curves,
-        "semantics": metrics.SEMANTICS,
+        **evaluation,  # metrics, counts, curves, semantics, and how clusters were made
         "training": getattr(method, "training_", None),  # deep methods: losses, epoch kept and why
-        "timings": {"fit_s": t1 - t0, "encode_s": t2 - t1, "evaluate_s": t3 - t2},
+        "timings": {"fit_s": t1 - t0, "encode_s": encode_s, "evaluate_s": evaluate_s},
         "environment": _environment(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_record(path, record)
     return record, True
+
+
+def _retrieval(method, split, protocol, cell, device):
+    """Encode queries and database, rank, score: (record fields, encode seconds, evaluate seconds)."""
+    t1 = time.perf_counter()
+    query_codes = check_codes(method.encode(split.x_query), split.x_query.shape[0], cell.n_bits, method.name)
+    db_codes = check_codes(method.encode(split.x_database), split.x_database.shape[0], cell.n_bits, method.name)
+    _sync(device)
+    t2 = time.perf_counter()
+    result = metrics.evaluate(query_codes, db_codes, split.y_query, split.y_database, topk=protocol.topk,
+                              distance=method.ranking_distance)
+    t3 = time.perf_counter()
+    curves = result.pop("curves")
+    counts = {k: result.pop(k) for k in ("zero_relevant_queries", "n_queries", "n_database", "n_bits")}
+    fields = {"distance": method.ranking_distance, "metrics": result, "counts": counts, "curves": curves,
+              "semantics": metrics.SEMANTICS}
+    return fields, t2 - t1, t3 - t2
+
+
+def _clustering(method, split, protocol, cell, device):
+    """Cluster every training item (the method's own clusters, else k-means on its codes) and score NMI/ACC."""
+    t1 = time.perf_counter()
+    own = method.cluster(split.x_train)
+    if own is None:
+        codes = check_codes(method.encode(split.x_train), split.x_train.shape[0], cell.n_bits, method.name)
+        assignments, how = kmeans(codes.to(torch.float32), method.n_clusters, cell.seed)[0], "k-means on the codes"
+    else:
+        assignments, how = own, f"the method's own clusters ({method.name}.cluster)"
+    _sync(device)
+    t2 = time.perf_counter()
+    result = metrics.evaluate_clustering(split.y_train, assignments)
+    t3 = time.perf_counter()
+    fields = {"metrics": result, "counts": {"n_items": int(split.x_train.shape[0]), "n_clusters": method.n_clusters,
+                                            "n_bits": cell.n_bits},
+              "curves": {}, "semantics": metrics.CLUSTERING_SEMANTICS,
+              "clustering": {**CLUSTERING, "assignments": how}}
+    return fields, t2 - t1, t3 - t2
 
 
 def check_codes(codes, n_items: int, n_bits: int, method: str) -> torch.Tensor:
@@ -168,15 +211,19 @@ def _sync(device: str) -> None:
 def run_grid(cells: list[Cell], *, log=print, **kwargs) -> list[dict]:
     """Run the cells in order (all resolved first, so a bad cell fails before any work), with a progress line
     per cell. Returns the records, stored or freshly run."""
-    for cell in cells:
-        prepare(cell)
+    unique = {}
+    for cell in cells:  # cells that resolve to one run (k-means at several --bits) run once
+        identity = prepare(cell)[4]
+        unique.setdefault(run_id(identity), (cell, identity["n_bits"]))
     records = []
-    for i, cell in enumerate(cells, 1):
-        label = f"[{i}/{len(cells)}] {cell.method} on {cell.protocol}, {cell.n_bits} bits, seed {cell.seed}"
+    for i, (cell, n_bits) in enumerate(unique.values(), 1):
+        size = f"{n_bits} bits" if n_bits else "no codes"
+        label = f"[{i}/{len(unique)}] {cell.method} on {cell.protocol}, {size}, seed {cell.seed}"
         t = time.perf_counter()
         record, ran = run_cell(cell, **kwargs)
         m = record["metrics"]
         status = f"{time.perf_counter() - t:.1f}s" if ran else "stored, skipped"
-        log(f"{label}: mAP {m['map']:.4f}  ({status})")
+        score = f"mAP {m['map']:.4f}" if "map" in m else f"NMI {m['nmi']:.4f}, ACC {m['acc']:.4f}"
+        log(f"{label}: {score}  ({status})")
         records.append(record)
     return records

@@ -19,7 +19,7 @@ from bench.hookspecs import hookimpl
 from bench.results import load_results
 
 PUBLISHED = Path(__file__).parent / "published"
-METRIC_LABELS = {"map": "mAP", "map_tie_aware": "mAP (tie-aware)", "p@h<=2": "P@H<=2"}
+METRIC_LABELS = {"map": "mAP", "map_tie_aware": "mAP (tie-aware)", "p@h<=2": "P@H<=2", "nmi": "NMI", "acc": "ACC"}
 FORMATS = ("markdown", "latex")
 
 
@@ -30,22 +30,27 @@ class TableSpec:
     source: str
     bits: tuple
     blocks: tuple  # dicts: label, protocol, input, metrics, paper_setup
-    rows: tuple  # dicts: method, label, published {protocol: {metric: [value per bits]}}, optional input
-    # (the view this row's runs use when not the block's, e.g. "images" for the deep methods)
+    rows: tuple  # dicts: method, label, published {protocol: {metric: [value per bits]}}, and optionally
+    # input (the view this row's runs use when not the block's, e.g. "images" for the deep methods), n_bits (the
+    # code length of this row's runs whatever the column's: 0 for k-means on pixels, which has no codes) and
+    # published_only (a method the harness does not run: only the paper's row is shown)
     notes: tuple = ()
     speed_bits: int | None = None  # add fit/encode seconds at this code length after each block
+    scale: float = 100.0  # values shown x scale (the paper's own scale: 100 for %, 1 for NMI/ACC in [0, 1])
+    decimals: int = 2
 
     @classmethod
     def from_file(cls, path: Path) -> "TableSpec":
         d = json.loads(Path(path).read_text())
         return cls(d["name"], d["title"], d["source"], tuple(d["bits"]), tuple(d["blocks"]), tuple(d["rows"]),
-                   tuple(d.get("notes", ())), d.get("speed_bits"))
+                   tuple(d.get("notes", ())), d.get("speed_bits"), d.get("scale", 100.0), d.get("decimals", 2))
 
     def columns(self) -> list["Column"]:
         """Every column in display order: per block, each metric at each bit length, then the timings."""
         out = []
         for b in self.blocks:
-            out += [Column(b, m, n, metric_label(m), str(n)) for m in b["metrics"] for n in self.bits]
+            out += [Column(b, m, n, metric_label(m), str(n) if len(self.bits) > 1 else f"{n}-bit codes")
+                    for m in b["metrics"] for n in self.bits]
             if self.speed_bits:
                 out += [Column(b, t, self.speed_bits, f"time (s), {self.speed_bits} bits", sub)
                         for t, sub in (("fit_s", "fit"), ("encode_s", "encode"))]
@@ -85,7 +90,7 @@ def _ours(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     grouped = wanted.groupby(["method", "protocol", "input", "metric", "n_bits"])["value"]
     out = grouped.agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
-    scale = out["metric"].map(lambda m: 1.0 if m.endswith("_s") else 100.0)  # metrics x100, seconds as they are
+    scale = out["metric"].map(lambda m: 1.0 if m.endswith("_s") else spec.scale)  # seconds as they are
     out["mean"] *= scale
     out["std"] *= scale
     return out
@@ -103,17 +108,20 @@ def build(spec: TableSpec, results_dir=None) -> dict:
         paper = [None if c.is_time else
                  row["published"].get(c.block["protocol"], {}).get(c.metric, [None] * len(spec.bits))[
                      spec.bits.index(c.bits)] for c in columns]
-        mine = [index.get((row["method"], c.block["protocol"], row.get("input", c.block["input"]), c.metric, c.bits))
-                for c in columns]
-        rows.append((f"{row['label']} (paper)", paper))
-        rows.append((f"{row['label']} (ours)", [None if m is None else (*m, p) for m, p in zip(mine, paper)]))
+        mine = [index.get((row["method"], c.block["protocol"], row.get("input", c.block["input"]), c.metric,
+                           row.get("n_bits", c.bits))) for c in columns]
+        if any(p is not None for p in paper):
+            rows.append((f"{row['label']} (paper)", paper))
+        if not row.get("published_only"):
+            rows.append((f"{row['label']} (ours)", [None if m is None else (*m, p) for m, p in zip(mine, paper)]))
     for j, c in enumerate(columns):
         values = [(i, r[1][j][0]) for i, r in enumerate(rows) if r[0].endswith("(ours)") and r[1][j] is not None]
         if values and not c.is_time:
             best.add((max(values, key=lambda v: v[1])[0], j))
     used = frame[frame["default_config"] & frame["method"].isin([r["method"] for r in spec.rows])] \
         if not frame.empty else frame
-    notes = [f"Source: {spec.source}. Values x100. Ours: mean ± std over seeds, then (ours - paper)."]
+    scale = f"Values x{spec.scale:g}. " if spec.scale != 1 else ""
+    notes = [f"Source: {spec.source}. {scale}Ours: mean ± std over seeds, then (ours - paper)."]
     if spec.speed_bits:
         notes.append(f"Times: mean seconds to fit (training set) and to encode (queries and database) at "
                      f"{spec.speed_bits} bits, on the device each run used (its environment is in the record).")
@@ -124,25 +132,28 @@ def build(spec: TableSpec, results_dir=None) -> dict:
         seeds = "; ".join(f"{r['label']} {sorted(runs[runs['method'] == r['method']]['seed'].unique().tolist())}"
                           for r in spec.rows if not runs.empty and (runs["method"] == r["method"]).any())
         devices = sorted(runs["device"].unique().tolist()) if not runs.empty else []
+        retrieval = any(m.startswith(("map", "p@")) for m in b["metrics"])
+        semantics = "; ranking ties broken by database index; queries without relevant items count AP 0" \
+            if retrieval else ""
         notes.append(f"{b['label']}: protocol {b['protocol']}, input {b['input']} (paper: {b['paper_setup']}); "
-                     f"our seeds: {seeds or 'no runs yet'}; devices: {', '.join(devices) or '-'}; ranking ties "
-                     f"broken by database index; queries without relevant items count AP 0.")
+                     f"our seeds: {seeds or 'no runs yet'}; devices: {', '.join(devices) or '-'}{semantics}.")
     notes += list(spec.notes)
     return {"columns": columns, "rows": rows, "best": best, "notes": notes}
 
 
-def _fmt_ours(cell, latex: bool, bold: bool, is_time: bool = False) -> str:
+def _fmt_ours(cell, latex: bool, bold: bool, is_time: bool = False, decimals: int = 2) -> str:
     if cell is None:
         return "-"
     mean, std, n, paper = cell
     if is_time:
         return f"{mean:.2f}"
     pm = r"$\pm$" if latex else "±"
-    value = (r"\textbf{%.2f}" if latex else "**%.2f**") % mean if bold else f"{mean:.2f}"
-    diff = "" if paper is None else f" ({mean - paper:+.2f})"
+    value = f"{mean:.{decimals}f}"
+    value = (r"\textbf{%s}" if latex else "**%s**") % value if bold else value
+    diff = "" if paper is None else f" ({mean - paper:+.{decimals}f})"
     if latex:
         diff = diff.replace("-", "$-$")
-    return f"{value} {pm} {std:.2f}{diff}"
+    return f"{value} {pm} {std:.{decimals}f}{diff}"
 
 
 def render(spec: TableSpec, fmt: str = "markdown", results_dir=None) -> str:
@@ -153,9 +164,9 @@ def render(spec: TableSpec, fmt: str = "markdown", results_dir=None) -> str:
     body = []
     for i, (label, cells) in enumerate(t["rows"]):
         if label.endswith("(paper)"):
-            body.append([label] + ["-" if c is None else f"{c:.2f}" for c in cells])
+            body.append([label] + ["-" if c is None else f"{c:.{spec.decimals}f}" for c in cells])
         else:
-            body.append([label] + [_fmt_ours(c, latex, (i, j) in t["best"], t["columns"][j].is_time)
+            body.append([label] + [_fmt_ours(c, latex, (i, j) in t["best"], t["columns"][j].is_time, spec.decimals)
                                    for j, c in enumerate(cells)])
     if not latex:
         header = ["Method"] + [f"{c.block['label']} {c.group} {c.sub}" for c in t["columns"]]
@@ -194,11 +205,15 @@ def _latex(spec: TableSpec, t: dict, body) -> str:
     lines.append(r"\midrule")
     for k, row in enumerate(body):
         lines.append(" & ".join([_tex(row[0])] + row[1:]) + r" \\")
-        if k % 2 == 1 and k + 1 < len(body):
+        if k + 1 < len(body) and _method_label(body[k + 1][0]) != _method_label(row[0]):  # between methods
             lines.append(r"\addlinespace")
     lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip\parbox{\linewidth}{\footnotesize " +
               " ".join(_tex(n) for n in t["notes"]) + "}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _method_label(label: str) -> str:
+    return label.rsplit(" (", 1)[0]
 
 
 def _tex(text: str) -> str:

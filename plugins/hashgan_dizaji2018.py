@@ -26,6 +26,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from bench.deep import (BestOf, Checkpoint, batched, bit_entropy, check_finite, epoch_batches, gram_deviation,
                         random_affine, to_float)
+from bench.errors import BenchError
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize
 
@@ -49,6 +50,7 @@ class Heads(nn.Module):
     def __init__(self, trunk: nn.Module, width: int, n_bits: int):
         super().__init__()
         self.trunk, self.real_fake, self.hash = trunk, nn.Linear(width, 1), nn.Linear(width, n_bits)
+        self.clusters = None  # Config.cluster_head: a C-way softmax head on the same trunk
 
     def forward(self, x):
         h = self.trunk(x)
@@ -135,6 +137,13 @@ class HashGANDizaji(Method):
         augment_translate: float = 0.1  # and translation (the port: +-10 %)
         augment_flip: bool = False  # horizontal flips: wrong for digits; try on natural images
         triplet_margin: float = 1.0  # collab="triplet" only
+        # Clustering protocols only. How the paper turns codes into clusters is not published (methods.md B.1.4):
+        # by default the runner runs k-means on the codes, as for every method; True adds a softmax head with one
+        # unit per cluster on the shared trunk, trained with the two hashing terms that carry over (confident
+        # assignments: minimum entropy; balanced clusters: uniform frequency), the DEPICT/RIM objective of the
+        # same first author, and clusters are its argmax.
+        cluster_head: bool = False
+        w_cluster: float = 1.0  # weight of that head's loss
 
     def _nets(self, shape):
         c = self.config
@@ -182,7 +191,13 @@ class HashGANDizaji(Method):
         c, g = self.config, self.generator()
         torch.manual_seed(self.seed)  # initialisation, dropout and noise layers
         shape = tuple(self._images(x[:1]).shape[1:])
-        self.generator_, self.heads_ = (m.to(self.device) for m in self._nets(shape))
+        generator, heads = self._nets(shape)
+        if c.cluster_head:
+            if self.n_clusters is None:
+                raise BenchError(f"{self.name}: cluster_head=true needs a clustering protocol (the number of "
+                                 f"clusters); choices: digits-clustering, mnist, usps")
+            heads.clusters = nn.Linear(heads.real_fake.in_features, self.n_clusters)
+        self.generator_, self.heads_ = generator.to(self.device), heads.to(self.device)
         modules = {"generator": self.generator_, "heads": self.heads_}
         opt_de = torch.optim.Adam(self.heads_.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
         opt_g = torch.optim.Adam(self.generator_.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
@@ -208,11 +223,16 @@ class HashGANDizaji(Method):
                 perturbed = random_affine(real, g, c.augment_degrees, c.augment_translate, c.augment_flip)
                 n = real.shape[0]
                 # ---- D/E step: adversarial (D head) + hashing (E head, real images) + collaborative (fakes)
-                _, logit_real, hash_real = self.heads_(real)
+                feat_real, logit_real, hash_real = self.heads_(real)
                 t = torch.sigmoid(hash_real)
                 t_aug = torch.sigmoid(self.heads_(perturbed)[2])
                 hashing, terms = self._hashing_loss(t, t_aug)
                 loss_de = hashing
+                if c.cluster_head:  # confident (min H of each assignment), balanced (max H of their mean)
+                    p = F.softmax(self.heads_.clusters(feat_real), 1)
+                    terms["cluster"] = ((-p * torch.log(p + 1e-8)).sum(1).mean()
+                                        + (p.mean(0) * torch.log(p.mean(0) + 1e-8)).sum())
+                    loss_de = loss_de + c.w_cluster * terms["cluster"]
                 if c.use_gan:
                     z, bits = self._sample_inputs(n, g)
                     fake = self.generator_(z).detach()
@@ -273,6 +293,15 @@ class HashGANDizaji(Method):
 
     def encode(self, x):
         return binarize(self._t(x), 0.5)  # b = sign(t - 0.5)
+
+    @torch.no_grad()
+    def cluster(self, x):
+        """With ``cluster_head``: the argmax of the softmax head; otherwise None (k-means on the codes)."""
+        if not self.config.cluster_head:
+            return None
+        self.check_fitted("heads_")
+        self.heads_.eval()
+        return batched(lambda part: self.heads_.clusters(self.heads_(self._images(part))[0]).argmax(1), x)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:

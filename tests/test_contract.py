@@ -6,13 +6,14 @@ import torch
 
 from bench.data import PROTOCOLS, load_split
 from bench.errors import BenchError
-from bench.method import make_config
+from bench.method import TASKS, make_config
 from bench.metrics import evaluate
 from bench.registry import get_registry
 from bench.runner import DEFAULT_VIEW, check_codes
 from conftest import needs_cuda
 
-METHODS = sorted(get_registry().methods.values(), key=lambda m: m.name)
+ALL_METHODS = sorted(get_registry().methods.values(), key=lambda m: m.name)
+METHODS = [m for m in ALL_METHODS if "retrieval" in m.tasks]  # hashing methods; clustering: test_clustering.py
 DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
 
 
@@ -23,11 +24,12 @@ def fitted(cls, n_bits=16, seed=0, device="cpu"):
     return method.fit(split.x_train, labels), split
 
 
-@pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", ALL_METHODS, ids=lambda c: c.name)
 def test_declares_its_contract(cls):
     assert cls.paper and cls.name == cls.name.lower()
     assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen
     cls.Config()  # every field has a (paper) default
+    assert cls.tasks and set(cls.tasks) <= set(TASKS)
     make_config(cls, cls.smoke)  # the smoke overrides name real fields with valid types
     import importlib
     assert importlib.import_module(cls.__module__).__doc__, "the module docstring names the paper"
