@@ -55,6 +55,26 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
 
 
+def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Every image rotated by the same angle (reflection padding), on the device."""
+    a = math.radians(degrees)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]).to(x)
+    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+
+
+def iteration_batches(n: int, batch_size: int, iterations: int, generator: torch.Generator, device):
+    """``iterations`` shuffled index batches, reshuffled at every pass over the data (for schedules counted in
+    solver iterations, as the Caffe papers give them)."""
+    done = 0
+    while done < iterations:
+        for idx in epoch_batches(n, batch_size, generator, device):
+            if done == iterations:
+                return
+            yield idx
+            done += 1
+
+
 def check_finite(method: str, step: int, **losses: torch.Tensor) -> None:
     """Raise Diverged naming the first non-finite loss (one host sync per call: call it every few steps)."""
     values = torch.stack([v.detach().float() for v in losses.values()])

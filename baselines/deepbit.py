@@ -1,0 +1,121 @@
+"""DeepBit: Lin, Lu, Chen, Zhou, "Learning Compact Binary Descriptors with Unsupervised Deep Neural Networks",
+CVPR 2016 (official Caffe release: kevinlin311tw/cvpr16-deepbit).
+
+A backbone with a new K-unit layer F(x) (sigmoid outputs in [0, 1]) trained without labels, in two stages:
+  stage 1:  1/2 ||b - F(x)||^2           quantization, b = 1[F(x) > 0.5] held fixed
+          + sum_k (mu_k - 0.5)^2          even distribution: mu_k = fraction of the batch with bit k on
+  stage 2:  + sum_theta C(theta) ||F(rot_theta x) - F(x)||^2   rotation invariance, theta in {-10, -5, 5, 10}
+            degrees, C(theta) = exp(-(i - 3)^2 / 2) for the i-th of (-10, -5, 0, 5, 10)
+Codes: bit k on when F_k(x) exceeds its mean over the training set (the release's ``mean_th``).
+
+Departures (methods.md B.5.2): the paper fine-tunes only this layer on a frozen ImageNet VGG-16; offline there are
+no pretrained weights, so by default the whole small CNN (bench.backbones) is trained from scratch on 32 x 32
+inputs; ``backbone``/``weights``/``freeze_backbone`` restore the paper's setup for users who have the weights. The
+Caffe loss layers back-propagate a scalar to every unit; we use the formulas' gradients. Schedule as the release's
+solvers (SGD, momentum 0.9, weight decay 5e-4, batch 32), counted in iterations.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+import torch
+from torch import nn
+
+from bench.backbones import Backbone
+from bench.deep import batched, check_finite, iteration_batches, rotate
+from bench.hookspecs import hookimpl
+from bench.method import Method, binarize
+
+ANGLES = (-10.0, -5.0, 0.0, 5.0, 10.0)  # the release's aug_img_faster.m
+ANGLE_WEIGHTS = tuple(math.exp(-((i - 3) ** 2) / 2) for i in range(1, 6))  # C(theta), 1 at theta = 0
+
+
+def sgd_stage(params, lr: float, step: int, momentum: float, decay: float):
+    """Caffe's SGD solver with its "step" policy: lr x 0.1 every ``step`` iterations."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=decay)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.1)
+
+
+class DeepBit(Method):
+    name = "deepbit"
+    paper = "Lin et al., CVPR 2016"
+    supervision = "none"
+    input = "images"
+    smoke = {"stage1_iterations": 150, "stage2_iterations": 30}
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"  # paper: VGG-16 (no weights here)
+        weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
+        # The release trains only the new layer on a frozen pretrained VGG-16. From scratch we keep the trunk
+        # frozen too (random features): these losses reward any balanced, saturated output, and training the trunk
+        # with them erased the input's structure (digits, 2,000 + 300 iterations, mAP 16/32 bits: trunk trained
+        # 11.2/12.1, chance 10; frozen 20.6/24.0).
+        freeze_backbone: bool = True
+        w_quantization: float = 1.0  # the release's loss weights are all 1
+        w_even: float = 1.0
+        w_rotation: float = 1.0
+        stage1_iterations: int = 50_000  # solver_stage1: 50k iterations, lr 1e-3, x0.1 at 25k
+        stage1_lr: float = 1e-3
+        stage1_step: int = 25_000
+        stage2_iterations: int = 5_000  # solver_stage2: 5k iterations, lr 1e-4, x0.1 every 1k
+        stage2_lr: float = 1e-4
+        stage2_step: int = 1_000
+        batch_size: int = 32
+        momentum: float = 0.9
+        weight_decay: float = 5e-4
+
+    def fit(self, x, y=None):
+        c, g = self.config, self.generator()
+        torch.manual_seed(self.seed)
+        self.backbone_ = Backbone(c.backbone, x.shape[1], c.weights).to(self.device)
+        self.layer_ = nn.Linear(self.backbone_.dim, self.n_bits).to(self.device)
+        trained = list(self.layer_.parameters()) + ([] if c.freeze_backbone else list(self.backbone_.parameters()))
+        self.backbone_.train(not c.freeze_backbone)
+        step = 0
+        for stage, (iterations, lr, lr_step) in enumerate(((c.stage1_iterations, c.stage1_lr, c.stage1_step),
+                                                           (c.stage2_iterations, c.stage2_lr, c.stage2_step))):
+            opt, schedule = sgd_stage(trained, lr, lr_step, c.momentum, c.weight_decay)
+            for idx in iteration_batches(x.shape[0], c.batch_size, iterations, g, x.device):
+                inputs = self.backbone_.prepare(x[idx])
+                f = self._train_f(inputs)
+                b = (f > 0.5).float().detach()
+                loss = (c.w_quantization * 0.5 * ((b - f) ** 2).sum(1).mean()
+                        + c.w_even * ((f.mean(0) - 0.5) ** 2).sum())  # mu_k: the batch mean of F_k (smooth)
+                if stage == 1:
+                    for angle, weight in zip(ANGLES, ANGLE_WEIGHTS):
+                        if angle:
+                            f_rot = self._train_f(rotate(inputs, angle))
+                            loss = loss + c.w_rotation * weight * ((f_rot - f) ** 2).sum(1).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                schedule.step()
+                step += 1
+                if step % 500 == 0:
+                    check_finite(self.name, step, loss=loss)
+        check_finite(self.name, step, loss=loss)
+        self.threshold_ = self._f(x).mean(0)  # the release's mean_th: each bit's mean over the training set
+        return self
+
+    def _train_f(self, inputs):
+        with torch.set_grad_enabled(not self.config.freeze_backbone):  # a frozen trunk needs no backward pass
+            features = self.backbone_(inputs)
+        return torch.sigmoid(self.layer_(features))
+
+    @torch.no_grad()
+    def _f(self, x):
+        self.check_fitted("layer_")
+        self.backbone_.eval()
+        return batched(lambda part: torch.sigmoid(self.layer_(self.backbone_(self.backbone_.prepare(part)))), x)
+
+    def encode(self, x):
+        self.check_fitted("threshold_")
+        return binarize(self._f(x) - self.threshold_)
+
+
+@hookimpl
+def bench_methods():
+    return [DeepBit]

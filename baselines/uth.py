@@ -1,0 +1,98 @@
+"""UTH: Unsupervised Triplet Hashing (Huang, Xiong, Zhang, Wang, ACM MM Thematic Workshops 2017,
+arXiv 1702.08798).
+
+A backbone with a K-unit sigmoid layer F(x) trained on unsupervised triplets: an anchor image, its rotated copy
+(the positive) and another random image (the negative), with three criteria (the abstract):
+    max(0, margin + ||F(a) - F(p)||^2 - ||F(a) - F(n)||^2)   triplet loss: discriminative, rotation-invariant codes
+  + 1/2 ||b - F(a)||^2, b = 1[F(a) > 0.5] held fixed          minimum quantization loss
+  - sum_k H(mu_k), mu_k = batch mean of F_k                  maximum information entropy: balanced bits
+Codes are sign(F(x) - 0.5).
+
+Only the abstract is available (methods.md B.5.3): the weights, rotation range and schedule are not published, so
+they follow DeepBit's release (rotations within +-10 degrees, margin 1, SGD as DeepBit's first stage). The paper
+fine-tunes an ImageNet-pretrained VGG-16; offline the default trains the small CNN (bench.backbones) from scratch;
+``backbone``/``weights``/``freeze_backbone`` select the paper's setup for users with the weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.deepbit import sgd_stage
+from bench.backbones import Backbone
+from bench.deep import batched, bit_entropy, check_finite, iteration_batches, random_affine
+from bench.hookspecs import hookimpl
+from bench.method import Method, binarize
+
+
+class UTH(Method):
+    name = "uth"
+    paper = "Huang et al., ACM MM Thematic Workshops 2017"
+    supervision = "none"
+    input = "images"
+    smoke = {"iterations": 80}
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"  # paper: VGG-16 (no weights here)
+        weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
+        freeze_backbone: bool = False
+        margin: float = 1.0  # not published: DeepBit-like guess (methods.md)
+        rotation_degrees: float = 10.0  # positive = the anchor rotated uniformly within +-this
+        w_triplet: float = 1.0  # the three criteria weighted equally (not published)
+        w_quantization: float = 1.0
+        w_entropy: float = 1.0
+        iterations: int = 50_000  # DeepBit's first stage: 50k iterations, lr 1e-3, x0.1 at 25k
+        lr: float = 1e-3
+        lr_step: int = 25_000
+        batch_size: int = 32
+        momentum: float = 0.9
+        weight_decay: float = 5e-4
+
+    def fit(self, x, y=None):
+        c, g = self.config, self.generator()
+        torch.manual_seed(self.seed)
+        self.backbone_ = Backbone(c.backbone, x.shape[1], c.weights).to(self.device)
+        self.layer_ = nn.Linear(self.backbone_.dim, self.n_bits).to(self.device)
+        trained = list(self.layer_.parameters()) + ([] if c.freeze_backbone else list(self.backbone_.parameters()))
+        self.backbone_.train(not c.freeze_backbone)
+        opt, schedule = sgd_stage(trained, c.lr, c.lr_step, c.momentum, c.weight_decay)
+        code = lambda inputs: torch.sigmoid(self.layer_(self.backbone_(inputs)))  # noqa: E731
+        for step, idx in enumerate(iteration_batches(x.shape[0], c.batch_size, c.iterations, g, x.device), 1):
+            anchor_in = self.backbone_.prepare(x[idx])
+            positive_in = random_affine(anchor_in, g, c.rotation_degrees, 0.0)
+            # The negative of each anchor: another image of the batch (a random batch of a 10-class set is another
+            # image, and mostly another class).
+            negative = torch.roll(torch.arange(len(idx), device=x.device), 1)
+            f_anchor, f_positive = code(anchor_in), code(positive_in)
+            f_negative = f_anchor[negative]
+            triplet = F.relu(c.margin + ((f_anchor - f_positive) ** 2).sum(1)
+                             - ((f_anchor - f_negative) ** 2).sum(1)).mean()
+            b = (f_anchor > 0.5).float().detach()
+            quantization = 0.5 * ((b - f_anchor) ** 2).sum(1).mean()
+            entropy = bit_entropy(f_anchor.mean(0)).sum()
+            loss = c.w_triplet * triplet + c.w_quantization * quantization - c.w_entropy * entropy
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+            if step % 500 == 0:
+                check_finite(self.name, step, loss=loss)
+        check_finite(self.name, c.iterations, loss=loss)
+        return self
+
+    @torch.no_grad()
+    def encode(self, x):
+        self.check_fitted("layer_")
+        self.backbone_.eval()
+        f = batched(lambda part: torch.sigmoid(self.layer_(self.backbone_(self.backbone_.prepare(part)))), x)
+        return binarize(f, 0.5)
+
+
+@hookimpl
+def bench_methods():
+    return [UTH]

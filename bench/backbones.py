@@ -1,0 +1,100 @@
+"""Image backbones for the deep methods, chosen by a Config field (``backbone``, ``weights``).
+
+- ``small_cnn``: three conv blocks and a 512-unit layer on 32 x 32 inputs, trained from scratch. The default: the
+  papers fine-tune ImageNet-pretrained nets, and no pretrained weights are available offline.
+- ``alexnet``, ``vgg16``: torchvision's networks without their last (1000-way) layer, 4096-d features on 224 x 224
+  ImageNet-normalised inputs (grey images are repeated to three channels). ``weights`` takes a torchvision weights
+  name (``IMAGENET1K_V1``, downloaded by torchvision) or a state-dict file, for users who have them; empty means
+  from scratch. Records hold the config, so a table can say which was used.
+
+A backbone owns its preprocessing: ``prepare`` turns the harness's uint8 images into the float inputs it expects,
+on the device, so augmentations can be applied between ``prepare`` and ``forward``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import BenchError, unknown
+
+BACKBONES = ("small_cnn", "alexnet", "vgg16")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Backbone(nn.Module):
+    """uint8 images (n, c, h, w) -> ``prepare`` -> float inputs -> ``forward`` -> features (n, ``dim``)."""
+
+    def __init__(self, name: str, channels: int, weights: str = ""):
+        super().__init__()
+        if name not in BACKBONES:
+            raise unknown("backbone", name, BACKBONES)
+        self.name, self.channels = name, channels
+        if name == "small_cnn":
+            self.size, self.imagenet, self.dim = 32, False, 512
+
+            def block(a, b):
+                return [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
+            self.net = nn.Sequential(*block(channels, 32), *block(32, 64), *block(64, 128), nn.Flatten(),
+                                     nn.Linear(128 * 4 * 4, self.dim), nn.ReLU())
+        else:
+            import torchvision
+            model = getattr(torchvision.models, name)(weights=None)
+            self.size, self.imagenet, self.dim = 224, True, 4096
+            # features -> pooling -> classifier without its 1000-way layer (fc7 features, as DeCAF7 / DeepBit)
+            self.net = nn.Sequential(model.features, model.avgpool, nn.Flatten(), *list(model.classifier)[:-1])
+            if weights:
+                load_weights(self.net, model, name, weights)
+        if weights and name == "small_cnn":
+            load_weights(self.net, None, name, weights)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (n, c, h, w) -> float: [-1, 1] for the small CNN; ImageNet-normalised RGB for the others; resized
+        to the backbone's input size."""
+        out = x.to(torch.float32).div_(255.0)
+        if tuple(out.shape[-2:]) != (self.size, self.size):
+            out = F.interpolate(out, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if not self.imagenet:
+            return out.mul_(2).sub_(1)
+        if out.shape[1] == 1:
+            out = out.expand(-1, 3, -1, -1)
+        mean = torch.tensor(IMAGENET_MEAN, device=out.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=out.device).view(1, 3, 1, 1)
+        return (out - mean) / std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def load_weights(net: nn.Module, model, name: str, weights: str) -> None:
+    """Fill ``net`` from a state-dict file, or from torchvision's named weights of ``model`` (its layers are
+    ``net``'s, so the names match). Keys of the dropped last layer are ignored; nothing matching is an error."""
+    path = Path(weights).expanduser()
+    if path.exists():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise BenchError(f"cannot read backbone weights {path}: {type(e).__name__}: {e}") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        target = model if model is not None else net
+    elif model is not None:
+        import torchvision
+        enum = torchvision.models.get_model_weights(name)
+        choices = [w.name for w in enum]
+        if weights.split(".")[-1] not in choices:
+            raise BenchError(f"backbone weights {weights!r} is neither a file nor a torchvision weights name of "
+                             f"{name} (choices: {', '.join(choices)}, or a path to a state-dict file)")
+        try:
+            state = enum[weights.split(".")[-1]].get_state_dict(progress=False)
+        except Exception as e:  # no network, no cache
+            raise BenchError(f"cannot obtain torchvision weights {name} {weights}: {type(e).__name__}: {e}; download "
+                             f"them where there is a network, or pass a state-dict file") from None
+        target = model
+    else:
+        raise BenchError(f"backbone weights {weights!r}: no such file (the {name} backbone has no named weights)")
+    if not set(state) & set(target.state_dict()):
+        raise BenchError(f"backbone weights {weights!r}: no parameter name matches the {name} backbone")
+    target.load_state_dict(state, strict=False)
