@@ -1,4 +1,4 @@
-"""The ``bench`` command: list, run, evaluate, table, bench-eval.
+"""The ``bench`` command: list, run, evaluate, table, plot, bench-eval.
 
 Every user error is a ``BenchError``: printed on one line as ``bench: error: ...``, exit status 2, no traceback.
 """
@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="table name (see bench list)")
     p.add_argument("--format", default="markdown", help="markdown or latex (default: markdown)")
     p.add_argument("--out", help="also write the table to this file")
+
+    p = sub.add_parser("plot", help="draw the papers' figures from stored runs (PNG and PDF)")
+    _data_options(p)
+    _results_option(p)
+    p.add_argument("kind", help="pr (precision-recall curves), tsne (t-SNE of codes) or samples (generated images)")
+    p.add_argument("--dataset", default="digits", help="dataset/protocol name (default: digits)")
+    p.add_argument("--method", action="append", default=[], help="method name (pr: repeat to choose; default all)")
+    p.add_argument("--bits", nargs="+", default=["16", "32", "64"], help="code lengths (tsne/samples: the first)")
+    p.add_argument("--seed", default="0", help="run seed of the fitted model (tsne, samples; default 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--out", default="results/tables", help="folder for the PNG and PDF (default: results/tables)")
 
     p = sub.add_parser("bench-eval", help="time the evaluator against the per-query argsort reference")
     p.add_argument("--queries", type=int, default=1000)
@@ -178,6 +190,25 @@ def cmd_table(args) -> None:
         Path(args.out).write_text(text)
 
 
+def cmd_plot(args) -> None:
+    from bench import plots
+    from bench.registry import get_registry
+    from bench.runner import Cell, check_bits, resolve_device
+    if args.kind not in plots.KINDS:
+        raise BenchError(f"unknown plot {args.kind!r} (choices: {', '.join(plots.KINDS)})")
+    bits = check_bits(args.bits)
+    protocol = get_registry().protocol(args.dataset).name
+    if args.kind == "pr":
+        paths = plots.pr_curves(protocol, bits, args.method, args.results, args.out)
+    else:
+        if len(args.method) != 1:
+            raise BenchError(f"plot {args.kind} needs exactly one --method; got {len(args.method)}")
+        cell = Cell(args.method[0], protocol, bits[0], _ints([args.seed], "--seed")[0], _parse_sets(args.set))
+        draw = plots.tsne if args.kind == "tsne" else plots.samples
+        paths = draw(cell, device=resolve_device(args.device), data_root=args.data_root, out_dir=args.out)
+    print("\n".join(str(p) for p in paths))
+
+
 def cmd_bench_eval(args) -> None:
     from bench.speed import benchmark_evaluator
     report = benchmark_evaluator(args.queries, args.database, args.bits, args.classes, device=args.device,
@@ -185,7 +216,7 @@ def cmd_bench_eval(args) -> None:
     print(json.dumps(report, indent=1))
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "evaluate": cmd_evaluate, "table": cmd_table,
+COMMANDS = {"list": cmd_list, "run": cmd_run, "evaluate": cmd_evaluate, "table": cmd_table, "plot": cmd_plot,
             "bench-eval": cmd_bench_eval}
 
 if __name__ == "__main__":

@@ -105,13 +105,11 @@ def prepare(cell: Cell):
     return cls, config, protocol, view, identity
 
 
-def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, download=False,
-             force=False) -> tuple[dict, bool]:
-    """Run one cell and store its record. Returns (record, ran); ran is False when it was already stored."""
+def fit_method(cell: Cell, *, device="cpu", data_root=None, download=False):
+    """The cell's method fitted as a run fits it (same seed, labels, validation split and checkpoint, so a deep
+    method whose run finished here resumes at its end instead of training again). Returns (method, split,
+    protocol, fit seconds); ``bench plot`` uses it to get codes and samples without storing a record."""
     cls, config, protocol, view, identity = prepare(cell)
-    path = record_path(Path(results_dir or default_results_dir()), identity)
-    if path.exists() and not force:
-        return json.loads(path.read_text()), False
     split = load_split(protocol, view, device, str(data_root) if data_root else None, download)
     torch.manual_seed(cell.seed)  # for methods that draw from torch's global generator (e.g. dropout)
     method = cls(identity["n_bits"], config, device=device, seed=cell.seed)
@@ -123,12 +121,21 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
     elif cls.uses_validation:
         extra["validation"] = split.validation()
     if cls.uses_validation:
-        method.checkpoint_path = cache_dir() / "checkpoints" / f"{path.stem}.pt"
-
+        method.checkpoint_path = cache_dir() / "checkpoints" / f"{record_path(Path(), identity).stem}.pt"
     t0 = time.perf_counter()
     method.fit(split.x_train, labels, **extra)
     _sync(device)
-    t1 = time.perf_counter()
+    return method, split, protocol, time.perf_counter() - t0
+
+
+def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, download=False,
+             force=False) -> tuple[dict, bool]:
+    """Run one cell and store its record. Returns (record, ran); ran is False when it was already stored."""
+    cls, config, protocol, view, identity = prepare(cell)
+    path = record_path(Path(results_dir or default_results_dir()), identity)
+    if path.exists() and not force:
+        return json.loads(path.read_text()), False
+    method, split, protocol, fit_s = fit_method(cell, device=device, data_root=data_root, download=download)
     score = _retrieval if protocol.task == "retrieval" else _clustering
     evaluation, encode_s, evaluate_s = score(method, split, protocol, cell, device)
 
@@ -145,7 +152,7 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
                   "train": int(split.x_train.shape[0])},
         **evaluation,  # metrics, counts, curves, semantics, and how clusters were made
         "training": getattr(method, "training_", None),  # deep methods: losses, epoch kept and why
-        "timings": {"fit_s": t1 - t0, "encode_s": encode_s, "evaluate_s": evaluate_s},
+        "timings": {"fit_s": fit_s, "encode_s": encode_s, "evaluate_s": evaluate_s},
         "environment": _environment(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

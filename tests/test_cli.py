@@ -124,3 +124,28 @@ def test_bench_eval_reports_identical_map(capsys):
     report = json.loads(out)
     assert code == 0 and report["map_abs_diff_vs_stable_reference"] < 1e-12
     assert report["map@1000_abs_diff_vs_stable_reference"] < 1e-12 and report["speedup"] > 0
+
+
+def test_plots_are_drawn_from_stored_runs_as_png_and_pdf(capsys, tmp_path, results_dir):
+    out = tmp_path / "figures"
+    assert main(["plot", "pr", "--dataset", "digits", "--bits", "16", "--results", str(results_dir),
+                 "--out", str(out)]) == 2
+    assert "no stored default-config retrieval runs on 'digits'" in capsys.readouterr().err
+    main(["run", "--method", "itq", "--method", "lsh", "--dataset", "digits", "--bits", "16", "--results",
+          str(results_dir)])
+    assert main(["plot", "pr", "--dataset", "digits", "--bits", "16", "--results", str(results_dir),
+                 "--out", str(out)]) == 0
+    assert main(["plot", "tsne", "--method", "itq", "--dataset", "digits", "--bits", "16", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["pr-digits.pdf", "pr-digits.png", "tsne-itq-digits-16b.pdf", "tsne-itq-digits-16b.png"]
+    assert all(p.stat().st_size > 1000 for p in out.iterdir())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plot", "bars"], "unknown plot 'bars' (choices: pr, tsne, samples)"),
+    (["plot", "samples", "--method", "itq"], "itq generates no images (choices: hashgan-dizaji)"),
+    (["plot", "tsne", "--method", "itq", "--method", "lsh"], "needs exactly one --method; got 2"),
+])
+def test_bad_plot_requests_are_named(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
