@@ -21,10 +21,8 @@ import math
 import typing
 
 import torch
-from torch import nn
-
-from bench.backbones import Backbone
-from bench.deep import batched, check_finite, iteration_batches, rotate
+from bench.backbones import SigmoidHashNet
+from bench.deep import check_finite, iteration_batches, rotate
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize
 
@@ -70,24 +68,22 @@ class DeepBit(Method):
     def fit(self, x, y=None):
         c, g = self.config, self.generator()
         torch.manual_seed(self.seed)
-        self.backbone_ = Backbone(c.backbone, x.shape[1], c.weights).to(self.device)
-        self.layer_ = nn.Linear(self.backbone_.dim, self.n_bits).to(self.device)
-        trained = list(self.layer_.parameters()) + ([] if c.freeze_backbone else list(self.backbone_.parameters()))
-        self.backbone_.train(not c.freeze_backbone)
+        self.net_ = SigmoidHashNet(c.backbone, x.shape[1], c.weights, self.n_bits, c.freeze_backbone)
+        self.net_.to(self.device).train()
         step = 0
         for stage, (iterations, lr, lr_step) in enumerate(((c.stage1_iterations, c.stage1_lr, c.stage1_step),
                                                            (c.stage2_iterations, c.stage2_lr, c.stage2_step))):
-            opt, schedule = sgd_stage(trained, lr, lr_step, c.momentum, c.weight_decay)
+            opt, schedule = sgd_stage(self.net_.trainable(), lr, lr_step, c.momentum, c.weight_decay)
             for idx in iteration_batches(x.shape[0], c.batch_size, iterations, g, x.device):
-                inputs = self.backbone_.prepare(x[idx])
-                f = self._train_f(inputs)
+                inputs = self.net_.backbone.prepare(x[idx])
+                f = self.net_(inputs)
                 b = (f > 0.5).float().detach()
                 loss = (c.w_quantization * 0.5 * ((b - f) ** 2).sum(1).mean()
                         + c.w_even * ((f.mean(0) - 0.5) ** 2).sum())  # mu_k: the batch mean of F_k (smooth)
                 if stage == 1:
                     for angle, weight in zip(ANGLES, ANGLE_WEIGHTS):
                         if angle:
-                            f_rot = self._train_f(rotate(inputs, angle))
+                            f_rot = self.net_(rotate(inputs, angle))
                             loss = loss + c.w_rotation * weight * ((f_rot - f) ** 2).sum(1).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -97,23 +93,12 @@ class DeepBit(Method):
                 if step % 500 == 0:
                     check_finite(self.name, step, loss=loss)
         check_finite(self.name, step, loss=loss)
-        self.threshold_ = self._f(x).mean(0)  # the release's mean_th: each bit's mean over the training set
+        self.threshold_ = self.net_.outputs(x).mean(0)  # the release's mean_th: each bit's training-set mean
         return self
-
-    def _train_f(self, inputs):
-        with torch.set_grad_enabled(not self.config.freeze_backbone):  # a frozen trunk needs no backward pass
-            features = self.backbone_(inputs)
-        return torch.sigmoid(self.layer_(features))
-
-    @torch.no_grad()
-    def _f(self, x):
-        self.check_fitted("layer_")
-        self.backbone_.eval()
-        return batched(lambda part: torch.sigmoid(self.layer_(self.backbone_(self.backbone_.prepare(part)))), x)
 
     def encode(self, x):
         self.check_fitted("threshold_")
-        return binarize(self._f(x) - self.threshold_)
+        return binarize(self.net_.outputs(x) - self.threshold_)
 
 
 @hookimpl

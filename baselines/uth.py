@@ -20,11 +20,10 @@ import typing
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from baselines.deepbit import sgd_stage
-from bench.backbones import Backbone
-from bench.deep import batched, bit_entropy, check_finite, iteration_batches, random_affine
+from bench.backbones import SigmoidHashNet
+from bench.deep import bit_entropy, check_finite, iteration_batches, random_affine
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize
 
@@ -56,19 +55,16 @@ class UTH(Method):
     def fit(self, x, y=None):
         c, g = self.config, self.generator()
         torch.manual_seed(self.seed)
-        self.backbone_ = Backbone(c.backbone, x.shape[1], c.weights).to(self.device)
-        self.layer_ = nn.Linear(self.backbone_.dim, self.n_bits).to(self.device)
-        trained = list(self.layer_.parameters()) + ([] if c.freeze_backbone else list(self.backbone_.parameters()))
-        self.backbone_.train(not c.freeze_backbone)
-        opt, schedule = sgd_stage(trained, c.lr, c.lr_step, c.momentum, c.weight_decay)
-        code = lambda inputs: torch.sigmoid(self.layer_(self.backbone_(inputs)))  # noqa: E731
+        self.net_ = SigmoidHashNet(c.backbone, x.shape[1], c.weights, self.n_bits, c.freeze_backbone)
+        self.net_.to(self.device).train()
+        opt, schedule = sgd_stage(self.net_.trainable(), c.lr, c.lr_step, c.momentum, c.weight_decay)
         for step, idx in enumerate(iteration_batches(x.shape[0], c.batch_size, c.iterations, g, x.device), 1):
-            anchor_in = self.backbone_.prepare(x[idx])
+            anchor_in = self.net_.backbone.prepare(x[idx])
             positive_in = random_affine(anchor_in, g, c.rotation_degrees, 0.0)
             # The negative of each anchor: another image of the batch (a random batch of a 10-class set is another
             # image, and mostly another class).
             negative = torch.roll(torch.arange(len(idx), device=x.device), 1)
-            f_anchor, f_positive = code(anchor_in), code(positive_in)
+            f_anchor, f_positive = self.net_(anchor_in), self.net_(positive_in)
             f_negative = f_anchor[negative]
             triplet = F.relu(c.margin + ((f_anchor - f_positive) ** 2).sum(1)
                              - ((f_anchor - f_negative) ** 2).sum(1)).mean()
@@ -85,12 +81,9 @@ class UTH(Method):
         check_finite(self.name, c.iterations, loss=loss)
         return self
 
-    @torch.no_grad()
     def encode(self, x):
-        self.check_fitted("layer_")
-        self.backbone_.eval()
-        f = batched(lambda part: torch.sigmoid(self.layer_(self.backbone_(self.backbone_.prepare(part)))), x)
-        return binarize(f, 0.5)
+        self.check_fitted("net_")
+        return binarize(self.net_.outputs(x), 0.5)
 
 
 @hookimpl

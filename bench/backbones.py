@@ -98,3 +98,35 @@ def load_weights(net: nn.Module, model, name: str, weights: str) -> None:
     if not set(state) & set(target.state_dict()):
         raise BenchError(f"backbone weights {weights!r}: no parameter name matches the {name} backbone")
     target.load_state_dict(state, strict=False)
+
+
+class SigmoidHashNet(nn.Module):
+    """A backbone and a new K-unit sigmoid layer, F(x) in [0, 1]^K (DeepBit, UTH). With ``freeze`` only the new
+    layer learns: the trunk stays in eval mode and runs without a backward pass."""
+
+    def __init__(self, backbone: str, channels: int, weights: str, n_bits: int, freeze: bool):
+        super().__init__()
+        self.backbone, self.freeze = Backbone(backbone, channels, weights), freeze
+        self.layer = nn.Linear(self.backbone.dim, n_bits)
+
+    def trainable(self) -> list:
+        return list(self.layer.parameters()) + ([] if self.freeze else list(self.backbone.parameters()))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze:
+            self.backbone.eval()
+        return self
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """F of inputs already ``prepare``d (so augmentations can come in between)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            features = self.backbone(inputs)
+        return torch.sigmoid(self.layer(features))
+
+    @torch.no_grad()
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """F of uint8 images, in eval mode and in batches."""
+        from bench.deep import batched
+        self.eval()
+        return batched(lambda part: self(self.backbone.prepare(part)), x)

@@ -46,18 +46,25 @@ def pr_curves(protocol: str, bits, methods=None, results_dir=None, out_dir="resu
                          + (f" for {', '.join(methods)}" if methods else "") + "; run them first (bench run)")
     plt = _figure_module()
     fig, axes = plt.subplots(1, len(bits), figsize=(4 * len(bits), 3.6), squeeze=False)
+    keys = sorted({(r["method"], r["input"]) for r in records})
+    styles = {k: dict(color=f"C{i % 10}", linestyle=("-", "--", ":")[i // 10 % 3]) for i, k in enumerate(keys)}
+    legend = {}
     for ax, n_bits in zip(axes[0], bits):
         at_bits = [r for r in records if r["n_bits"] == n_bits]
-        for key in sorted({(r["method"], r["input"]) for r in at_bits}):
+        for key in keys:
             runs = [r["curves"]["pr_radius"] for r in at_bits if (r["method"], r["input"]) == key]
-            recall = np.mean([c["recall"] for c in runs], 0)
-            precision = np.mean([c["precision"] for c in runs], 0)
-            ax.plot(recall, precision, marker=".", markersize=3, label=f"{key[0]} ({key[1]}, {len(runs)} seeds)")
+            if runs:
+                recall = np.mean([c["recall"] for c in runs], 0)
+                precision = np.mean([c["precision"] for c in runs], 0)
+                line, = ax.plot(recall, precision, marker=".", markersize=3, **styles[key])
+                legend.setdefault(f"{key[0]} ({key[1]})", line)
         ax.set(title=f"{protocol}, {n_bits} bits", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1))
         ax.grid(alpha=0.3)
-        if at_bits:
-            ax.legend(fontsize=6)
-    fig.suptitle("Precision-recall by Hamming radius (stored runs, mean over seeds)", fontsize=9)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(6, len(legend)), fontsize=7,
+               bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(legend) - 1) // 6)))
+    fig.suptitle("Precision-recall by Hamming radius (stored default-config runs, mean over their seeds)",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, out_dir, f"pr-{protocol}")
 
 

@@ -62,9 +62,9 @@ def test_deepbit_rotation_weights_and_its_frozen_trunk(images):
     torch.manual_seed(0)
     untouched = Backbone("small_cnn", 1).state_dict()  # the trunk DeepBit builds with the same seed
     method.fit(images.x_train)
-    after = method.backbone_.state_dict()
+    after = method.net_.backbone.state_dict()
     assert all(torch.equal(untouched[k], after[k]) for k in untouched)  # the release trains only the new layer
     # codes threshold each bit at its training-set mean
-    f = method._f(images.x_train)
+    f = method.net_.outputs(images.x_train)
     codes = method.encode(images.x_train)
     assert torch.equal(codes == 1, f >= f.mean(0))

@@ -149,3 +149,13 @@ def test_plots_are_drawn_from_stored_runs_as_png_and_pdf(capsys, tmp_path, resul
 def test_bad_plot_requests_are_named(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sample_grid_of_a_generative_method(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))  # its training checkpoint goes there
+    out = tmp_path / "figures"
+    assert main(["plot", "samples", "--method", "hashgan-dizaji", "--dataset", "digits", "--bits", "8", "--set",
+                 "epochs=1", "--set", "batch_size=64", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["samples-hashgan-dizaji-digits-8b.pdf",
+                                                     "samples-hashgan-dizaji-digits-8b.png"]
+    assert list((tmp_path / "cache" / "checkpoints").glob("hashgan-dizaji_digits_images_8b_s0_*.pt"))
