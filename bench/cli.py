@@ -97,11 +97,11 @@ def main(argv=None) -> int:
 def cmd_list(args) -> None:
     from bench.registry import get_registry
     reg = get_registry()
-    methods = [[m.name, m.paper, m.supervision, m.input, reg.origins[("method", m.name)]]
+    methods = [[m.name, m.paper, m.supervision, m.input, "/".join(m.tasks), reg.origins[("method", m.name)]]
                for m in sorted(reg.methods.values(), key=lambda m: m.name)]
-    print("Methods\n" + tabulate(methods, headers=["name", "paper", "supervision", "input", "module"]))
-    protocols = [[p.name, _wrap(p.description)] for p in reg.protocols.values()]
-    print("\nDatasets and protocols\n" + tabulate(protocols, headers=["name", "split"]))
+    print("Methods\n" + tabulate(methods, headers=["name", "paper", "supervision", "input", "tasks", "module"]))
+    protocols = [[p.name, p.task, _wrap(p.description)] for p in reg.protocols.values()]
+    print("\nDatasets and protocols\n" + tabulate(protocols, headers=["name", "task", "split"]))
     tables = [[t.name, _wrap(t.title)] for t in reg.tables.values()]
     print("\nTables\n" + tabulate(tables, headers=["name", "what"]))
 

@@ -1,4 +1,6 @@
-"""One run, start to end: resolve -> seed -> fit -> encode -> check codes -> evaluate -> record.
+"""One run, start to end: resolve -> seed -> fit -> encode -> check codes -> evaluate -> record. On retrieval
+protocols the queries are ranked against the database; on clustering protocols every training item is clustered
+(k-means on the codes, or the method's own clusters) and scored by NMI and ACC.
 
 ``run_grid`` runs every (method, bits, seed) cell of a grid, skipping cells already stored.
 """
