@@ -65,15 +65,29 @@ def read_records(results_dir: Path | str | None = None) -> list[dict]:
     return records
 
 
+def is_current_default(record: dict) -> bool:
+    """The run used what is now its method's default config: stored as default, and every field at today's
+    default (a field the record lacks was added later with a default that keeps the old behaviour). A run made
+    under an older default is history, not a paper-table number. Unregistered methods keep the stored flag."""
+    from bench.method import config_dict
+    from bench.registry import get_registry
+    cls = get_registry().methods.get(record["method"])
+    if not record["config_is_default"] or cls is None:
+        return bool(record["config_is_default"])
+    current = json.loads(json.dumps(config_dict(cls.Config())))  # tuples as JSON lists, as stored
+    stored = record["config"]
+    return set(stored) <= set(current) and all(stored.get(k, v) == v for k, v in current.items())
+
+
 def load_results(results_dir: Path | str | None = None) -> pd.DataFrame:
     """One long frame: a row per (run, scalar metric or timing in seconds) with the run's identity columns.
 
-    Columns: run_id, method, protocol, input, n_bits, seed, default_config, device, tie_policy, created, metric,
-    value."""
+    Columns: run_id, method, protocol, input, n_bits, seed, default_config (``is_current_default``), device,
+    tie_policy, created, metric, value."""
     rows = []
     for r in read_records(results_dir):
         base = {"run_id": r["run_id"], "method": r["method"], "protocol": r["protocol"], "input": r["input"],
-                "n_bits": r["n_bits"], "seed": r["seed"], "default_config": r["config_is_default"],
+                "n_bits": r["n_bits"], "seed": r["seed"], "default_config": is_current_default(r),
                 "device": r["environment"]["device"], "tie_policy": r["semantics"].get("tie_policy"),  # retrieval only
                 "created": r["created"]}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in r["metrics"].items()]

@@ -154,11 +154,20 @@ def test_hashgan_samples_are_images_in_the_tanh_range(images):
 # ------------------------------------------------------------------------------------------------------------- DH
 
 def test_dh_regression_value_on_digits():
-    """Pinned from a checked run (MNIST 16 bits with the same code: 41.8 against the paper's 43.1)."""
+    """Pinned from a checked run; without validation data DH uses its first lambda1 candidate, the paper's 100."""
     split = load_split(DIGITS, "pixels", "cpu")
     m = DH(16, seed=0).fit(split.x_train)
     score = evaluate(m.encode(split.x_query), m.encode(split.x_database), split.y_query, split.y_database)["map"]
     assert score == pytest.approx(0.3567, abs=0.02)
+
+
+def test_dh_keeps_the_lambda1_with_the_best_validation_map():
+    split = load_split(DIGITS, "pixels", "cpu")
+    m = DH(16, make_config(DH, {"epochs": 5, "lambda_variance": "100,10"}), seed=0)
+    m.fit(split.x_train, validation=split.validation())
+    scores = {float(k): v for k, v in m.training_["validation_map"].items()}
+    assert set(scores) == {100.0, 10.0} and m.training_["lambda_variance_kept"] == max(scores, key=scores.get)
+    assert split.validation().score(m.encode) == pytest.approx(max(scores.values()), abs=1e-4)  # the kept net
 
 
 def test_dh_independence_term_reaches_zero_for_wide_and_narrow_layers():

@@ -73,3 +73,19 @@ def test_a_cell_stored_twice_counts_once(digits_table, results_dir):
     (results_dir / "runs" / "itq_older.json").write_text(json.dumps(older))
     mean, std, n, _ = row(build(digits_table, results_dir), "ITQ (ours)")[0]
     assert n == 1 and mean == pytest.approx(100 * record["metrics"]["map"])
+
+
+def test_only_runs_of_todays_default_config_enter_a_table(digits_table, results_dir):
+    """A run stored as default under an older default is history; a field added since (absent from the record,
+    at a default that keeps the old behaviour) does not exclude a run."""
+    import json
+    [record] = run_grid([Cell("itq", "digits", 16, 0)], results_dir=results_dir, log=lambda s: None)
+    older = dict(record, run_id="older", config={"n_iter": 10}, created="2000-01-01T00:00:00+0000",
+                 metrics=dict(record["metrics"], map=0.0))
+    (results_dir / "runs" / "itq_older.json").write_text(json.dumps(older))
+    mean, _, n, _ = row(build(digits_table, results_dir), "ITQ (ours)")[0]
+    assert n == 1 and mean == pytest.approx(100 * record["metrics"]["map"])  # the older default is left out
+
+    from bench.results import is_current_default
+    assert is_current_default(dict(record, config={})) and not is_current_default(older)
+    assert not is_current_default(dict(record, config={"n_iter": 50, "removed_field": 1}))
