@@ -102,8 +102,8 @@ def test_every_method_clusters(cls, results_dir):
     assert ran and record["metrics"]["nmi"] > 0.2, record["metrics"]
     expected = "k-means on the codes" if "retrieval" in cls.tasks else "own clusters"
     assert expected in record["clustering"]["assignments"]
-    if cls.uses_validation:
-        assert record["training"]["selection"] == "last epoch (no validation)"
+    if cls.uses_validation:  # scored on its own training items: no labels may select anything
+        assert "no validation" in record["training"]["selection"]
 
 
 def test_clustering_table_shows_ours_beside_the_paper(results_dir):
