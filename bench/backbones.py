@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from bench.deep import batched, to_float
 from bench.errors import BenchError, unknown
 
 BACKBONES = ("small_cnn", "alexnet", "vgg16")
@@ -33,6 +33,7 @@ class Backbone(nn.Module):
         if name not in BACKBONES:
             raise unknown("backbone", name, BACKBONES)
         self.name, self.channels = name, channels
+        model = None  # the torchvision model whose layers self.net reuses (its names match named weights)
         if name == "small_cnn":
             self.size, self.imagenet, self.dim = 32, False, 512
 
@@ -46,19 +47,16 @@ class Backbone(nn.Module):
             self.size, self.imagenet, self.dim = 224, True, 4096
             # features -> pooling -> classifier without its 1000-way layer (fc7 features, as DeCAF7 / DeepBit)
             self.net = nn.Sequential(model.features, model.avgpool, nn.Flatten(), *list(model.classifier)[:-1])
-            if weights:
-                load_weights(self.net, model, name, weights)
-        if weights and name == "small_cnn":
-            load_weights(self.net, None, name, weights)
+        if weights:
+            load_weights(self.net, model, name, weights)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (n, c, h, w) -> float: [-1, 1] for the small CNN; ImageNet-normalised RGB for the others; resized
         to the backbone's input size."""
-        out = x.to(torch.float32).div_(255.0)
-        if tuple(out.shape[-2:]) != (self.size, self.size):
-            out = F.interpolate(out, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        out = to_float(x, self.size)
         if not self.imagenet:
-            return out.mul_(2).sub_(1)
+            return out
+        out = out.add_(1).div_(2)  # [0, 1], then ImageNet's normalisation
         if out.shape[1] == 1:
             out = out.expand(-1, 3, -1, -1)
         mean = torch.tensor(IMAGENET_MEAN, device=out.device).view(1, 3, 1, 1)
@@ -127,6 +125,5 @@ class SigmoidHashNet(nn.Module):
     @torch.no_grad()
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """F of uint8 images, in eval mode and in batches."""
-        from bench.deep import batched
         self.eval()
         return batched(lambda part: self(self.backbone.prepare(part)), x)

@@ -50,16 +50,20 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1).to(x)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+                         torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+    return _warp(x, theta)
 
 
 def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     """Every image rotated by the same angle (reflection padding), on the device."""
     a = math.radians(degrees)
-    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]).to(x)
-    grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])
+    return _warp(x, theta.expand(x.shape[0], 2, 3))
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Images resampled through per-image affine maps theta (n, 2, 3), reflection padding."""
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
 
 

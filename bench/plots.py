@@ -1,7 +1,7 @@
 """The papers' figures, drawn from stored runs and saved as PNG and PDF (default folder: results/tables/).
 
 - ``pr``: precision-recall curves by Hamming radius, one panel per code length, one line per method (mean over
-  the seeds of the default-config records of a protocol; the radius-r point is the Hamming ball of radius r).
+  the seeds of a protocol's records at today's default config, the runs the tables use; the radius-r point is the Hamming ball of radius r).
 - ``tsne``: a t-SNE map of one method's database codes, coloured by class.
 - ``samples``: a grid of a generative method's synthetic images.
 ``tsne`` and ``samples`` need the fitted model: they fit it as its run does (``bench.runner.fit_method``), so a deep
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
-from bench.results import read_records
+from bench.results import is_current_default, read_records
 
 KINDS = ("pr", "tsne", "samples")
 
@@ -39,7 +39,7 @@ def _save(fig, out_dir, name: str) -> list[Path]:
 
 def pr_curves(protocol: str, bits, methods=None, results_dir=None, out_dir="results/tables") -> list[Path]:
     """PR curves of every (or the named) method with default-config records on ``protocol``."""
-    records = [r for r in read_records(results_dir) if r["protocol"] == protocol and r["config_is_default"]
+    records = [r for r in read_records(results_dir) if r["protocol"] == protocol and is_current_default(r)
                and (not methods or r["method"] in methods) and r.get("curves", {}).get("pr_radius")]
     if not records:
         raise BenchError(f"no stored default-config retrieval runs on {protocol!r}"
