@@ -21,7 +21,7 @@ import math
 import typing
 
 import torch
-from bench.backbones import SigmoidHashNet
+from bench.backbones import HashNetwork
 from bench.deep import check_finite, iteration_batches, rotate
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize
@@ -68,7 +68,7 @@ class DeepBit(Method):
     def fit(self, x, y=None):
         c, g = self.config, self.generator()
         torch.manual_seed(self.seed)
-        self.net_ = SigmoidHashNet(c.backbone, x.shape[1], c.weights, self.n_bits, c.freeze_backbone)
+        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, c.freeze_backbone)
         self.net_.to(self.device).train()
         step = 0
         for stage, (iterations, lr, lr_step) in enumerate(((c.stage1_iterations, c.stage1_lr, c.stage1_step),

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.deepbit import sgd_stage
-from bench.backbones import SigmoidHashNet
+from bench.backbones import HashNetwork
 from bench.deep import bit_entropy, check_finite, iteration_batches, random_affine
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize
@@ -55,7 +55,7 @@ class UTH(Method):
     def fit(self, x, y=None):
         c, g = self.config, self.generator()
         torch.manual_seed(self.seed)
-        self.net_ = SigmoidHashNet(c.backbone, x.shape[1], c.weights, self.n_bits, c.freeze_backbone)
+        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, c.freeze_backbone)
         self.net_.to(self.device).train()
         opt, schedule = sgd_stage(self.net_.trainable(), c.lr, c.lr_step, c.momentum, c.weight_decay)
         for step, idx in enumerate(iteration_batches(x.shape[0], c.batch_size, c.iterations, g, x.device), 1):

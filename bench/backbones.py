@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.deep import batched, to_float
@@ -51,9 +52,14 @@ class Backbone(nn.Module):
             load_weights(self.net, model, name, weights)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (n, c, h, w) -> float: [-1, 1] for the small CNN; ImageNet-normalised RGB for the others; resized
-        to the backbone's input size."""
-        out = to_float(x, self.size)
+        """uint8 (n, c, h, w), or float images in [-1, 1] (a generator's), -> float inputs: [-1, 1] for the small
+        CNN; ImageNet-normalised RGB for the others; resized to the backbone's input size."""
+        if x.dtype == torch.uint8:
+            out = to_float(x, self.size)
+        else:
+            out = x if tuple(x.shape[-2:]) == (self.size, self.size) else F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            out = out.clone() if self.imagenet else out
         if not self.imagenet:
             return out
         out = out.add_(1).div_(2)  # [0, 1], then ImageNet's normalisation
@@ -98,13 +104,21 @@ def load_weights(net: nn.Module, model, name: str, weights: str) -> None:
     target.load_state_dict(state, strict=False)
 
 
-class SigmoidHashNet(nn.Module):
-    """A backbone and a new K-unit sigmoid layer, F(x) in [0, 1]^K (DeepBit, UTH). With ``freeze`` only the new
-    layer learns: the trunk stays in eval mode and runs without a backward pass."""
+ACTIVATIONS = ("sigmoid", "tanh", "linear")
 
-    def __init__(self, backbone: str, channels: int, weights: str, n_bits: int, freeze: bool):
+
+class HashNetwork(nn.Module):
+    """A backbone and a new K-unit layer: F(x) = activation(W f(x) + b), the architecture of every deep hashing
+    method here (sigmoid: DeepBit, UTH, DNNH; tanh: HashGAN's encoder; linear: HashNet, DHN and CNNH, which apply
+    their own squashing in the loss). With ``freeze`` only the new layer learns: the trunk stays in eval mode and
+    runs without a backward pass."""
+
+    def __init__(self, backbone: str, channels: int, weights: str, n_bits: int, freeze: bool = False,
+                 activation: str = "sigmoid"):
         super().__init__()
-        self.backbone, self.freeze = Backbone(backbone, channels, weights), freeze
+        if activation not in ACTIVATIONS:
+            raise unknown("activation", activation, ACTIVATIONS)
+        self.backbone, self.freeze, self.activation = Backbone(backbone, channels, weights), freeze, activation
         self.layer = nn.Linear(self.backbone.dim, n_bits)
 
     def trainable(self) -> list:
@@ -120,7 +134,8 @@ class SigmoidHashNet(nn.Module):
         """F of inputs already ``prepare``d (so augmentations can come in between)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             features = self.backbone(inputs)
-        return torch.sigmoid(self.layer(features))
+        z = self.layer(features)
+        return {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda v: v}[self.activation](z)
 
     @torch.no_grad()
     def outputs(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,10 @@ the device, so a seed gives the same run on every device (up to float rounding).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
+import typing
 from pathlib import Path
 
 import torch
@@ -54,6 +56,20 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     return _warp(x, theta)
 
 
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, crop: float = 0.875,
+                     flip: bool = True) -> torch.Tensor:
+    """A random square crop of ``crop`` of each side (AlexNet's 224 of 256) at a random position, mirrored with
+    probability 1/2 when ``flip``, and resized back to the input size: the popular repositories' RandomCrop +
+    RandomHorizontalFlip, in one resampling of the whole batch on the device."""
+    n = x.shape[0]
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - crop)  # grid units: the crop stays inside
+    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([crop * mirror, zero, shift[:, 0]], 1),
+                         torch.stack([zero, crop * torch.ones(n), shift[:, 1]], 1)], 1)
+    return _warp(x, theta)
+
+
 def rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     """Every image rotated by the same angle (reflection padding), on the device."""
     a = math.radians(degrees)
@@ -77,6 +93,94 @@ def iteration_batches(n: int, batch_size: int, iterations: int, generator: torch
                 return
             yield idx
             done += 1
+
+
+def pair_weights(s: torch.Tensor, dissimilar: str = "balanced", exclude_self: bool = False) -> torch.Tensor:
+    """Weights of the pairs of a batch (Cao et al. 2018 Eq. 7, HashNet): |S|/|S1| for similar pairs and |S|/|S0|
+    for dissimilar ones ("balanced"), or 1 for dissimilar ones ("one", HashNet's and the HashGAN code's), so the
+    few similar pairs are not drowned by the many dissimilar ones. ``exclude_self`` zeroes the diagonal (an item
+    paired with itself teaches nothing). Counts are per batch."""
+    s = s.to(torch.float32)
+    mask = torch.ones_like(s)
+    if exclude_self:
+        mask.fill_diagonal_(0)
+    total, similar = mask.sum(), (s * mask).sum()
+    w_similar = total / similar.clamp(min=1)
+    w_dissimilar = total / (total - similar).clamp(min=1) if dissimilar == "balanced" else torch.ones_like(total)
+    return mask * torch.where(s > 0, w_similar, w_dissimilar)
+
+
+def pairwise_likelihood(h_a: torch.Tensor, h_b: torch.Tensor, s: torch.Tensor, alpha: float,
+                        weights: torch.Tensor | None = None, cosine: bool = False) -> torch.Tensor:
+    """The pairwise logistic loss of DHN, HashNet and HashGAN (Cao et al. Eq. 8-10):
+    sum_ij w_ij [log(1 + exp(x_ij)) - s_ij x_ij] / sum_ij w_ij, with x_ij = alpha <h_a_i, h_b_j>, or
+    alpha cos(h_a_i, h_b_j) when ``cosine`` (HashGAN's adaptive sigmoid on the cosine). softplus keeps it finite
+    where HashNet's Caffe layer switches formulas at x > 15."""
+    if cosine:
+        h_a, h_b = F.normalize(h_a, dim=1), F.normalize(h_b, dim=1)
+    x = alpha * h_a @ h_b.T
+    loss = F.softplus(x) - s.to(x.dtype) * x
+    if weights is None:
+        return loss.mean()
+    return (weights * loss).sum() / weights.sum().clamp(min=1e-12)
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedConfig:
+    """The fields every supervised deep method shares (HashNet, DHN, DNNH, CNNH, and HashGAN's encoder), so they
+    compare on the same backbone, optimiser and schedule. The papers fine-tune an ImageNet-pretrained AlexNet with
+    SGD (momentum 0.9, weight decay 5e-4, batch 256, HashNet's 10,000 iterations with the rate halved every
+    2,000, the new layer at 10x); offline there are no pretrained weights, so the default trains the small CNN
+    from scratch, where the fine-tuning rates (1e-5..1e-4) do not move a random network: ``lr`` 0.01 and
+    ``head_lr_mult`` 1 (every layer is new)."""
+    backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"  # paper: AlexNet (ImageNet weights)
+    weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
+    iterations: int = 10_000  # HashNet's solvers
+    batch_size: int = 256  # Cao et al. 4.1
+    lr: float = 0.01  # from scratch (see above); paper: cross-validated in 1e-5..1e-2 for fine-tuning
+    lr_step: int = 2_000  # HashNet's solvers: the rate halves every 2,000 iterations
+    lr_gamma: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    head_lr_mult: float = 1.0  # paper: 10 for the new layer on a pretrained trunk
+    crop: float = 0.875  # random crop (224 of 256) and horizontal flip, as the papers' Caffe data layers
+    flip: bool = True
+
+
+def sgd(net, config: SupervisedConfig):
+    """SGD over the backbone and the new layer (at ``head_lr_mult`` x the rate), with the step schedule."""
+    groups = [{"params": list(net.backbone.parameters()), "lr": config.lr},
+              {"params": list(net.layer.parameters()), "lr": config.lr * config.head_lr_mult}]
+    opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
+
+
+def train_hash_network(name: str, net, x: torch.Tensor, config: SupervisedConfig, generator: torch.Generator,
+                       batch_loss, log_every: int = 500) -> dict:
+    """The training loop of the supervised deep baselines: ``config.iterations`` SGD steps on shuffled batches
+    of the device-resident images, cropped and flipped on the device. ``batch_loss(outputs, idx, step)`` returns
+    (loss, {term: value}) for the network's outputs on the batch of training indices ``idx``. Returns the log
+    (mean terms every ``log_every`` steps); a non-finite loss raises Diverged."""
+    opt, schedule = sgd(net, config)
+    net.train()
+    log, sums, count = [], {}, 0
+    for step, idx in enumerate(iteration_batches(x.shape[0], config.batch_size, config.iterations, generator,
+                                                 x.device), 1):
+        inputs = random_crop_flip(net.backbone.prepare(x[idx]), generator, config.crop, config.flip)
+        loss, terms = batch_loss(net(inputs), idx, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        for k, v in {"loss": loss, **terms}.items():
+            sums[k] = sums.get(k, 0.0) + v.detach()
+        count += 1
+        if step % log_every == 0 or step == config.iterations:
+            check_finite(name, step, **sums)
+            log.append({"iteration": step, **{k: round(float(v) / count, 5) for k, v in sums.items()}})
+            sums, count = {}, 0
+    net.eval()
+    return {"iterations": config.iterations, "selection": "last iteration (fixed schedule)", "log": log}
 
 
 def check_finite(method: str, step: int, **losses: torch.Tensor) -> None:

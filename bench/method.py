@@ -34,6 +34,9 @@ class Method(ABC):
     # Deep methods: True makes the runner pass ``validation=`` (a bench.data.Validation carved from the training
     # set) to fit() for model selection, and set ``checkpoint_path`` (in the cache folder) for resumable training.
     uses_validation: ClassVar[bool] = False
+    # Semi-supervised methods: True makes the runner pass ``unlabelled=`` (the database images, no labels) to fit()
+    # on protocols whose labelled training set is a sample apart from the database (cifar10-cao2018 and the like).
+    uses_unlabelled: ClassVar[bool] = False
     checkpoint_path = None
     # Every hashing method also runs on clustering protocols: the runner clusters its codes with k-means. A method
     # with clusters of its own (a softmax head, or k-means itself) returns them from ``cluster``; one without codes

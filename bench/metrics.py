@@ -24,6 +24,7 @@ TIE_POLICY = "index"
 DEFAULT_TOPK = (1000,)
 DEFAULT_RADIUS = 2
 DISTANCES = ("hamming", "spherical")
+REAL_DISTANCE = "inner_product"  # a method that ranks real-valued outputs, not codes (evaluate_real)
 DEFAULT_PN = tuple(range(100, 1001, 100))  # the P@N grid of the papers' figures ("number of top returned images")
 
 SEMANTICS = {
@@ -209,25 +210,78 @@ def _scan_torch(q, d, ql, dl, cutoffs, pn_grid, chunk_size, buckets=None):
         del flat
         rel_sorted = rel.gather(1, stable_order(dist))
         del dist, rel
-        n_rel = hist[:, :, 1].sum(1)
-        hit_row, hit_pos = torch.nonzero(rel_sorted, as_tuple=True)  # row-major: positions ascend within a row
-        first_hit = torch.cumsum(n_rel, 0) - n_rel  # index of each row's first hit in the hit list
-        hit_rank_among_rel = torch.arange(hit_row.numel(), device=device) - first_hit[hit_row] + 1
-        precision_at_hit = hit_rank_among_rel.to(torch.float64) / (hit_pos + 1).to(torch.float64)
-        ap = torch.zeros(rows, len(cutoffs), dtype=torch.float64, device=device)
-        for i, k in enumerate(cutoffs):
-            inside = hit_pos < k
-            ap_sum = torch.zeros(rows, dtype=torch.float64, device=device).index_add_(
-                0, hit_row[inside], precision_at_hit[inside])
-            n_inside = torch.bincount(hit_row[inside], minlength=rows)
-            ap[:, i] = torch.where(n_inside > 0, ap_sum / n_inside.clamp(min=1), 0.0)
-        n_pn = max(pn_grid, default=0)
-        cum = torch.cumsum(rel_sorted[:, :n_pn], 1, dtype=torch.int64)
-        pns.append(cum[:, [n - 1 for n in pn_grid]])
+        ap, pn_hits = _ranked(rel_sorted, cutoffs, pn_grid)
         hists.append(hist)
         aps.append(ap)
+        pns.append(pn_hits)
         del rel_sorted
     return torch.cat(hists), torch.cat(aps), torch.cat(pns)
+
+
+def _ranked(rel_sorted: torch.Tensor, cutoffs, pn_grid):
+    """From each query's relevance in ranked order (rows): AP at each cutoff (normalised by the relevant items
+    inside it, 0 if none) and the number of relevant items among the first N of ``pn_grid``."""
+    rows, device = rel_sorted.shape[0], rel_sorted.device
+    n_rel = rel_sorted.sum(1)
+    hit_row, hit_pos = torch.nonzero(rel_sorted, as_tuple=True)  # row-major: positions ascend within a row
+    first_hit = torch.cumsum(n_rel, 0) - n_rel  # index of each row's first hit in the hit list
+    hit_rank_among_rel = torch.arange(hit_row.numel(), device=device) - first_hit[hit_row] + 1
+    precision_at_hit = hit_rank_among_rel.to(torch.float64) / (hit_pos + 1).to(torch.float64)
+    ap = torch.zeros(rows, len(cutoffs), dtype=torch.float64, device=device)
+    for i, k in enumerate(cutoffs):
+        inside = hit_pos < k
+        ap_sum = torch.zeros(rows, dtype=torch.float64, device=device).index_add_(
+            0, hit_row[inside], precision_at_hit[inside])
+        n_inside = torch.bincount(hit_row[inside], minlength=rows)
+        ap[:, i] = torch.where(n_inside > 0, ap_sum / n_inside.clamp(min=1), 0.0)
+    n_pn = max(pn_grid, default=0)
+    cum = torch.cumsum(rel_sorted[:, :n_pn], 1, dtype=torch.int64)
+    return ap, cum[:, [n - 1 for n in pn_grid]]
+
+
+REAL_SEMANTICS = {
+    "distance": "no binarization: items ranked by the inner product of the real-valued outputs, largest first "
+                "(the HashGAN-B ablation and the HashGAN authors' code)",
+    "tie_policy": "index (ties of real-valued scores are practically absent)",
+    "map": "mean over queries of AP over the whole database ranking",
+    "map@K": "AP over the top K, normalised by the relevant items inside the top K",
+    "relevance": "relevant iff query and item share at least one label",
+    "zero_relevant_queries": "count AP 0",
+}
+
+
+def evaluate_real(query_outputs, db_outputs, query_labels, db_labels, *, topk=DEFAULT_TOPK, pn=DEFAULT_PN,
+                  chunk_size: int | None = None) -> dict:
+    """Score real-valued outputs ranked by inner product (no codes): ``map``, ``map@K``, the P@N curve and the
+    counts; the Hamming-ball and tie-aware metrics do not apply. Semantics: ``REAL_SEMANTICS``."""
+    q = torch.as_tensor(query_outputs).to(torch.float32)
+    d = torch.as_tensor(db_outputs).to(torch.float32).to(q.device)
+    if q.ndim != 2 or d.ndim != 2 or q.shape[1] != d.shape[1] or not (torch.isfinite(q).all()
+                                                                          and torch.isfinite(d).all()):
+        raise BenchError(f"real-valued outputs must be two finite 2-D arrays of equal width; got "
+                         f"{tuple(q.shape)} and {tuple(d.shape)}")
+    ql = as_labels(query_labels, q.shape[0], "query labels").to(q.device)
+    dl = as_labels(db_labels, d.shape[0], "database labels").to(q.device)
+    n_d = d.shape[0]
+    cutoffs = [n_d] + [min(int(k), n_d) for k in topk]
+    pn_grid = [n for n in pn if n <= n_d]
+    chunk = chunk_size or max(1, (1 << 24) // n_d)
+    aps, pns = [], []
+    for start in range(0, q.shape[0], chunk):
+        scores = q[start:start + chunk] @ d.T
+        order = torch.argsort(-scores, dim=1, stable=True)
+        ap, pn_hits = _ranked(relevance(ql[start:start + chunk], dl).gather(1, order), cutoffs, pn_grid)
+        aps.append(ap)
+        pns.append(pn_hits)
+    ap, pn_hits = torch.cat(aps), torch.cat(pns).to(torch.float64)
+    n_rel = relevance(ql, dl).sum(1).to(torch.float64)
+    grid = torch.tensor(pn_grid, dtype=torch.float64)
+    recall = torch.where(n_rel[:, None] > 0, pn_hits / n_rel.clamp(min=1)[:, None], 0.0)
+    return {"map": float(ap[:, 0].mean()), **{f"map@{k}": float(ap[:, i + 1].mean()) for i, k in enumerate(topk)},
+            "zero_relevant_queries": int((n_rel == 0).sum()), "n_queries": q.shape[0], "n_database": n_d,
+            "n_bits": q.shape[1],
+            "curves": {"p@n": {"n": pn_grid, "precision": (pn_hits / grid).mean(0).tolist() if pn_grid else [],
+                               "recall": recall.mean(0).tolist() if pn_grid else []}}}
 
 
 def _summarise(hist, ap, pn_hits, topk, radius, pn_grid, n_d, n_bits) -> dict:

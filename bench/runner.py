@@ -122,6 +122,8 @@ def fit_method(cell: Cell, *, device="cpu", data_root=None, download=False):
         method.n_clusters = int(torch.unique(split.y_train).numel())
     elif cls.uses_validation:
         extra["validation"] = split.validation()
+    if cls.uses_unlabelled and split.x_train is not split.x_database:
+        extra["unlabelled"] = split.x_database  # a labelled sample apart from the database: the rest, no labels
     if cls.uses_validation:
         method.checkpoint_path = cache_dir() / "checkpoints" / f"{record_path(Path(), identity).stem}.pt"
     t0 = time.perf_counter()
@@ -164,18 +166,23 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
 
 def _retrieval(method, split, protocol, cell, device):
     """Encode queries and database, rank, score: (record fields, encode seconds, evaluate seconds)."""
+    real = method.ranking_distance == metrics.REAL_DISTANCE  # real-valued outputs ranked by inner product
+    check = check_outputs if real else check_codes
     t1 = time.perf_counter()
-    query_codes = check_codes(method.encode(split.x_query), split.x_query.shape[0], cell.n_bits, method.name)
-    db_codes = check_codes(method.encode(split.x_database), split.x_database.shape[0], cell.n_bits, method.name)
+    query_codes = check(method.encode(split.x_query), split.x_query.shape[0], cell.n_bits, method.name)
+    db_codes = check(method.encode(split.x_database), split.x_database.shape[0], cell.n_bits, method.name)
     _sync(device)
     t2 = time.perf_counter()
-    result = metrics.evaluate(query_codes, db_codes, split.y_query, split.y_database, topk=protocol.topk,
-                              distance=method.ranking_distance)
+    if real:
+        result = metrics.evaluate_real(query_codes, db_codes, split.y_query, split.y_database, topk=protocol.topk)
+    else:
+        result = metrics.evaluate(query_codes, db_codes, split.y_query, split.y_database, topk=protocol.topk,
+                                  distance=method.ranking_distance)
     t3 = time.perf_counter()
     curves = result.pop("curves")
     counts = {k: result.pop(k) for k in ("zero_relevant_queries", "n_queries", "n_database", "n_bits")}
     fields = {"distance": method.ranking_distance, "metrics": result, "counts": counts, "curves": curves,
-              "semantics": metrics.SEMANTICS}
+              "semantics": metrics.REAL_SEMANTICS if real else metrics.SEMANTICS}
     return fields, t2 - t1, t3 - t2
 
 
@@ -184,7 +191,8 @@ def _clustering(method, split, protocol, cell, device):
     t1 = time.perf_counter()
     own = method.cluster(split.x_train)
     if own is None:
-        codes = check_codes(method.encode(split.x_train), split.x_train.shape[0], cell.n_bits, method.name)
+        check = check_outputs if method.ranking_distance == metrics.REAL_DISTANCE else check_codes
+        codes = check(method.encode(split.x_train), split.x_train.shape[0], cell.n_bits, method.name)
         assignments, how = kmeans(codes.to(torch.float32), method.n_clusters, cell.seed)[0], "k-means on the codes"
     else:
         assignments, how = own, f"the method's own clusters ({method.name}.cluster)"
@@ -210,6 +218,17 @@ def check_codes(codes, n_items: int, n_bits: int, method: str) -> torch.Tensor:
     if not ((codes == 1) | (codes == -1)).all():
         raise BenchError(f"{method}.encode returned values other than -1/+1")
     return codes.to(torch.int8)
+
+
+def check_outputs(outputs, n_items: int, n_bits: int, method: str) -> torch.Tensor:
+    """The contract on a method that ranks real-valued outputs (``ranking_distance == "inner_product"``)."""
+    if not isinstance(outputs, torch.Tensor) or not outputs.is_floating_point():
+        raise BenchError(f"{method}.encode must return a float tensor of real-valued outputs")
+    if tuple(outputs.shape) != (n_items, n_bits):
+        raise BenchError(f"{method}.encode returned shape {tuple(outputs.shape)}, expected ({n_items}, {n_bits})")
+    if not torch.isfinite(outputs).all():
+        raise BenchError(f"{method} produced NaN or inf outputs (diverged?); nothing was stored")
+    return outputs
 
 
 def _sync(device: str) -> None:

@@ -7,14 +7,21 @@ import torch
 from bench.data import PROTOCOLS, load_split
 from bench.errors import BenchError
 from bench.method import TASKS, make_config
-from bench.metrics import evaluate
+from bench.metrics import REAL_DISTANCE, evaluate, evaluate_real
 from bench.registry import get_registry
-from bench.runner import DEFAULT_VIEW, check_codes
+from bench.runner import DEFAULT_VIEW, check_codes, check_outputs
 from conftest import needs_cuda
 
 ALL_METHODS = sorted(get_registry().methods.values(), key=lambda m: m.name)
 METHODS = [m for m in ALL_METHODS if "retrieval" in m.tasks]  # hashing methods; clustering: test_clustering.py
 DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
+
+
+def score(method, split) -> float:
+    """mAP of the queries against the database, by codes or (a method that ranks real-valued outputs) by them."""
+    score_fn = evaluate_real if method.ranking_distance == REAL_DISTANCE else evaluate
+    return score_fn(method.encode(split.x_query), method.encode(split.x_database), split.y_query,
+                    split.y_database)["map"]
 
 
 def fitted(cls, n_bits=16, seed=0, device="cpu"):
@@ -50,6 +57,9 @@ def test_fit_returns_self_and_codes_obey_the_contract(cls, n_bits):
     method, split = fitted(cls, n_bits)
     assert isinstance(method, cls)
     codes = method.encode(split.x_database)
+    if method.ranking_distance == REAL_DISTANCE:
+        check_outputs(codes, split.x_database.shape[0], n_bits, cls.name)
+        return
     assert codes.dtype == torch.int8 and codes.shape == (split.x_database.shape[0], n_bits)
     check_codes(codes, split.x_database.shape[0], n_bits, cls.name)
 
@@ -64,9 +74,8 @@ def test_same_seed_same_codes(cls):
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
 def test_better_than_chance_on_digits(cls):
     method, split = fitted(cls, 32)
-    r = evaluate(method.encode(split.x_query), method.encode(split.x_database), split.y_query, split.y_database)
     chance = 0.1  # ten balanced classes: random codes give mAP ~ 0.1
-    assert r["map"] > chance + 0.1, r["map"]
+    assert score(method, split) > chance + 0.1
 
 
 @needs_cuda
@@ -77,7 +86,6 @@ def test_runs_on_cuda_with_the_same_quality(cls):
     scores = {}
     for device in ("cuda", "cpu"):
         method, split = fitted(cls, 16, device=device)
-        codes = method.encode(split.x_database)
-        assert codes.device.type == device
-        scores[device] = evaluate(method.encode(split.x_query), codes, split.y_query, split.y_database)["map"]
+        assert method.encode(split.x_query).device.type == device
+        scores[device] = score(method, split)
     assert scores["cuda"] == pytest.approx(scores["cpu"], abs=0.03)

@@ -1,0 +1,61 @@
+"""DHN: Zhu, Long, Wang, Cao, "Deep Hashing Network for Efficient Similarity Retrieval", AAAI 2016.
+
+A backbone with a new K-unit layer z (the paper's fch), trained on the pairs of each batch with the pairwise
+cross-entropy on inner products and a smooth quantization penalty:
+    sum_ij [log(1 + exp(Theta_ij)) - s_ij Theta_ij] + lambda sum_i sum_k log cosh(|z_ik| - 1),
+    Theta_ij = 1/2 <z_i, z_j>
+Codes: sign(z). Unweighted pairs (HashNet added the balancing).
+
+Departures (methods.md B.6.3): lambda is cross-validated in the paper and unpublished: 0.1 as the public PyTorch
+port; pairs are all pairs within one batch; backbone and schedule are the shared ones of
+bench.deep.SupervisedConfig (from scratch by default).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from bench.backbones import HashNetwork
+from bench.deep import SupervisedConfig, pairwise_likelihood, train_hash_network
+from bench.hookspecs import hookimpl
+from bench.method import Method, binarize, similarity
+
+
+class DHN(Method):
+    name = "dhn"
+    paper = "Zhu et al., AAAI 2016"
+    supervision = "pairs"
+    input = "images"
+    smoke = {"iterations": 60, "batch_size": 64}
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(SupervisedConfig):
+        inner_product_scale: float = 0.5  # Theta = 1/2 <z_i, z_j> (the paper)
+        w_quantization: float = 0.1  # lambda (unpublished; the port's value)
+
+    def fit(self, x, y=None):
+        c, y = self.config, self.check_labels(y)
+        torch.manual_seed(self.seed)
+        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, activation="linear").to(self.device)
+
+        def loss(z, idx, step):
+            s = similarity(y[idx], y[idx])
+            mask = 1 - torch.eye(len(idx), device=z.device)  # an item paired with itself teaches nothing
+            likelihood = pairwise_likelihood(z, z, s, c.inner_product_scale, mask)
+            # log cosh(|z| - 1), written stably: |u| + softplus(-2|u|) - log 2
+            u = (z.abs() - 1).abs()
+            quantization = (u + torch.nn.functional.softplus(-2 * u) - 0.6931471805599453).sum(1).mean()
+            return likelihood + c.w_quantization * quantization, {"likelihood": likelihood,
+                                                                   "quantization": quantization}
+        self.training_ = train_hash_network(self.name, self.net_, x, c, self.generator(), loss)
+        return self
+
+    def encode(self, x):
+        self.check_fitted("net_")
+        return binarize(self.net_.outputs(x))
+
+
+@hookimpl
+def bench_methods():
+    return [DHN]

@@ -1,0 +1,64 @@
+"""HashNet: Cao, Long, Wang, Yu, "HashNet: Deep Learning to Hash by Continuation", ICCV 2017 (official code:
+thuml/HashNet, Caffe and PyTorch).
+
+A backbone with a new K-unit layer z, squashed by tanh(beta z), trained on the pairs of each batch with the
+weighted pairwise likelihood
+    sum_ij w_ij [log(1 + exp(alpha <h_i, h_j>)) - s_ij alpha <h_i, h_j>],  h = tanh(beta z), alpha = 10 / K,
+with w_ij = |S|/|S1| for similar and |S|/|S0| for dissimilar pairs (the paper's balancing; ``bench.deep
+.pair_weights``). Continuation: beta = (1 + 0.005 t)^0.5, updated every 200 iterations (the release's
+ScaleTanH layer), so tanh(beta z) approaches sign(z). Codes: sign(z).
+
+Departures (methods.md B.6.4): pairs are all pairs within one batch (the release pairs two independently shuffled
+batches); the class_num positive weight of the release is replaced by the paper's balanced weights; backbone and
+schedule are the shared ones of bench.deep.SupervisedConfig (from scratch by default).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import torch
+
+from bench.backbones import HashNetwork
+from bench.deep import SupervisedConfig, pair_weights, pairwise_likelihood, train_hash_network
+from bench.hookspecs import hookimpl
+from bench.method import Method, binarize, similarity
+
+
+class HashNet(Method):
+    name = "hashnet"
+    paper = "Cao et al., ICCV 2017"
+    supervision = "pairs"
+    input = "images"
+    smoke = {"iterations": 60, "batch_size": 64}
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(SupervisedConfig):
+        alpha_bits: float = 10.0  # alpha = alpha_bits / K (the release's sigmoid_param "10 / code length")
+        beta_gamma: float = 0.005  # continuation: beta = (1 + gamma t)^power every beta_step iterations
+        beta_power: float = 0.5
+        beta_step: int = 200
+        dissimilar_weight: typing.Literal["balanced", "one"] = "balanced"  # "balanced": |S|/|S0| (paper); "one": the release's weight 1
+
+    def fit(self, x, y=None):
+        c, y = self.config, self.check_labels(y)
+        torch.manual_seed(self.seed)
+        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, activation="linear").to(self.device)
+        alpha = c.alpha_bits / self.n_bits
+
+        def loss(z, idx, step):
+            beta = (1 + c.beta_gamma * (step // c.beta_step) * c.beta_step) ** c.beta_power
+            h = torch.tanh(beta * z)
+            s = similarity(y[idx], y[idx])
+            return pairwise_likelihood(h, h, s, alpha, pair_weights(s, c.dissimilar_weight, True)), {}
+        self.training_ = train_hash_network(self.name, self.net_, x, c, self.generator(), loss)
+        return self
+
+    def encode(self, x):
+        self.check_fitted("net_")
+        return binarize(self.net_.outputs(x))
+
+
+@hookimpl
+def bench_methods():
+    return [HashNet]
