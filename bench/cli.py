@@ -1,10 +1,11 @@
-"""The ``bench`` command: list, run, evaluate, table, plot, bench-eval.
+"""The ``bench`` command: list, run, evaluate, table, plot, bench-eval, bench-loader.
 
 Every user error is a ``BenchError``: printed on one line as ``bench: error: ...``, exit status 2, no traceback.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -57,13 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="table name (see bench list)")
     p.add_argument("--format", default="markdown", help="markdown or latex (default: markdown)")
     p.add_argument("--out", help="also write the table to this file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="show runs with this Config field changed (e.g. a reduced schedule), for the rows whose "
+                        "method has it")
 
     p = sub.add_parser("plot", help="draw the papers' figures from stored runs (PNG and PDF)")
     _data_options(p)
     _results_option(p)
-    p.add_argument("kind", help="pr (precision-recall curves), tsne (t-SNE of codes) or samples (generated images)")
+    p.add_argument("kind", help="pr (precision-recall curves), ph2 (P@H<=2 vs bits), pn (P@N curves), tsne (t-SNE "
+                                "of codes) or samples (generated images)")
     p.add_argument("--dataset", default="digits", help="dataset/protocol name (default: digits)")
-    p.add_argument("--method", action="append", default=[], help="method name (pr: repeat to choose; default all)")
+    p.add_argument("--method", action="append", default=[], help="method name (pr, ph2, pn: repeat to choose; "
+                                                                 "default all)")
     p.add_argument("--bits", nargs="+", default=["16", "32", "64"], help="code lengths (tsne/samples: the first)")
     p.add_argument("--seed", default="0", help="run seed of the fitted model (tsne, samples; default 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field")
@@ -79,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-reference", action="store_true", help="time only ours (for sizes the reference "
                                                                "cannot handle)")
+
+    p = sub.add_parser("bench-loader", help="time a HashNet epoch fed from device-resident tensors against a "
+                                            "torchvision DataLoader with PIL transforms")
+    _data_options(p)
+    p.add_argument("--dataset", default="cifar10-cao2018", help="protocol whose training set is used")
+    p.add_argument("--backbone", default="small_cnn", help="small_cnn, alexnet or vgg16 (default: small_cnn)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--iterations", type=int, help="steps to time (default: one epoch)")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader worker processes (default: 4)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     return parser
 
 
@@ -182,8 +198,16 @@ def cmd_evaluate(args) -> None:
 
 def cmd_table(args) -> None:
     from bench.registry import get_registry
+    from bench.errors import unknown
     from bench.tables import render
-    text = render(get_registry().table(args.name), args.format, args.results)
+    spec = get_registry().table(args.name)
+    overrides = dict(_parse_sets(args.set))
+    fields = {f.name for row in spec.rows if row["method"] in get_registry().methods
+              for f in dataclasses.fields(get_registry().methods[row["method"]].Config)}
+    for key in overrides:
+        if key not in fields:
+            raise unknown(f"--set key for the methods of {spec.name}", key, sorted(fields))
+    text = render(spec, args.format, args.results, overrides)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -198,8 +222,9 @@ def cmd_plot(args) -> None:
         raise BenchError(f"unknown plot {args.kind!r} (choices: {', '.join(plots.KINDS)})")
     bits = check_bits(args.bits)
     protocol = get_registry().protocol(args.dataset).name
-    if args.kind == "pr":
-        paths = plots.pr_curves(protocol, bits, args.method, args.results, args.out)
+    if args.kind in plots.RECORD_KINDS:
+        draw = {"pr": plots.pr_curves, "pn": plots.pn_curves, "ph2": plots.ph2_curve}[args.kind]
+        paths = draw(protocol, bits, args.method, args.results, args.out, dict(_parse_sets(args.set)))
     else:
         if len(args.method) != 1:
             raise BenchError(f"plot {args.kind} needs exactly one --method; got {len(args.method)}")
@@ -216,8 +241,21 @@ def cmd_bench_eval(args) -> None:
     print(json.dumps(report, indent=1))
 
 
+def cmd_bench_loader(args) -> None:
+    from bench.backbones import BACKBONES
+    from bench.errors import unknown
+    from bench.runner import resolve_device
+    from bench.speed import benchmark_loader
+    if args.backbone not in BACKBONES:
+        raise unknown("backbone", args.backbone, BACKBONES)
+    report = benchmark_loader(args.dataset, device=resolve_device(args.device), backbone=args.backbone,
+                              batch_size=args.batch_size, iterations=args.iterations, workers=args.workers,
+                              data_root=args.data_root)
+    print(json.dumps(report, indent=1))
+
+
 COMMANDS = {"list": cmd_list, "run": cmd_run, "evaluate": cmd_evaluate, "table": cmd_table, "plot": cmd_plot,
-            "bench-eval": cmd_bench_eval}
+            "bench-eval": cmd_bench_eval, "bench-loader": cmd_bench_loader}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -163,12 +163,75 @@ def load_cifar10(root: Path, download: bool) -> Images:
     return Images(np.ascontiguousarray(x), y)
 
 
+@dataclasses.dataclass(frozen=True)
+class ListFile:
+    """A list-file dataset, the format of the thuml/DeepHash repositories (NUS-WIDE, MS-COCO): text lines
+    ``image/path.jpg 0 1 0 ...`` (a path, then the multi-hot labels) in ``root/folder/*.txt``. Every list among
+    ``lists`` that exists is read and lines repeated across them (train.txt is a sample of database.txt) are kept
+    once; the protocol draws its own split. Paths are relative to the folder (or to the root). Images are decoded
+    once, resized to ``size`` x ``size`` RGB and cached in the cache folder, keyed by the lists' contents."""
+    folder: str
+    size: int = 64
+    lists: tuple = ("test.txt", "database.txt", "train.txt")
+
+    @property
+    def __name__(self) -> str:  # names the GIST cache file like the function loaders
+        return f"list-{self.folder}-{self.size}"
+
+    def __call__(self, root: Path, download: bool) -> Images:
+        folder = Path(root) / self.folder
+        files = [folder / f for f in self.lists if (folder / f).is_file()]
+        if not files:
+            raise _missing(self.folder, root, [folder / f for f in self.lists],
+                           "Expected list files with lines 'image/path.jpg 0 1 0 ...' (the thuml/DeepHash format); "
+                           "the images are not downloadable here, get them from the dataset's owners.")
+        entries, seen = [], set()
+        for f in files:
+            for number, line in enumerate(f.read_text().splitlines(), 1):
+                parts = line.split()
+                if not parts or parts[0] in seen:
+                    continue
+                try:
+                    labels = [int(v) for v in parts[1:]]
+                except ValueError:
+                    raise BenchError(f"{f}:{number}: labels must be 0/1 integers after the path; got {line!r}") \
+                        from None
+                if entries and len(labels) != len(entries[0][1]):
+                    raise BenchError(f"{f}:{number}: {len(labels)} labels, but earlier lines have "
+                                     f"{len(entries[0][1])}")
+                seen.add(parts[0])
+                entries.append((parts[0], labels))
+        key = hashlib.sha1("\n".join(f"{p} {l}" for p, l in entries).encode() + str(self.size).encode())
+        cache = cache_dir() / "lists" / f"{self.folder}-{len(entries)}-{self.size}-{key.hexdigest()[:10]}.npz"
+        if cache.exists():
+            stored = np.load(cache)
+            return Images(stored["x"], stored["y"])
+        x = np.stack([self._read(folder, Path(root), p) for p, _ in entries])
+        y = np.array([l for _, l in entries], np.uint8)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, x=x, y=y)
+        os.replace(tmp, cache)
+        return Images(x, y)
+
+    def _read(self, folder: Path, root: Path, relative: str) -> np.ndarray:
+        from PIL import Image
+        path = next((p for p in (folder / relative, root / relative) if p.is_file()), None)
+        if path is None:
+            raise BenchError(f"{self.folder}: image {relative} (listed) not found under {folder} or {root}")
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+            return np.asarray(image, np.uint8).transpose(2, 0, 1)
+
+
 # ---------------------------------------------------------------------------------------------------- protocols
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
     """A dataset and its split. ``train_per_class=None``: the training set is the database (DH/Dizaji style);
-    otherwise that many images per class are drawn for training and removed from the database (Cao/DQN style)."""
+    otherwise that many images per class are drawn for training and removed from the database (Cao/DQN style).
+    Multi-label data (NUS-WIDE, MS-COCO) is split by counts instead: ``query_count`` random queries, the rest the
+    database, and ``train_count`` training images drawn from the database (DHN/HashNet/Cao)."""
     name: str
     description: str
     loader: object  # (root: Path, download: bool) -> Images
@@ -179,9 +242,19 @@ class Protocol:
     # "clustering": no queries; methods train on every item, which are then clustered into as many clusters as
     # there are classes and scored by NMI/ACC (bench.metrics.evaluate_clustering).
     task: str = "retrieval"
+    query_count: int | None = None
+    train_count: int | None = None
 
     def split_indices(self, y: np.ndarray) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(self.seed)
+        if self.query_count is not None:
+            if len(y) <= self.query_count + (self.train_count or 0):
+                raise BenchError(f"protocol {self.name}: {len(y)} items, needs more than "
+                                 f"{self.query_count} queries + {self.train_count or 0} training items")
+            order = rng.permutation(len(y))
+            database = np.sort(order[self.query_count:])
+            train = np.sort(rng.choice(database, self.train_count, replace=False)) if self.train_count else database
+            return {"query": np.sort(order[:self.query_count]), "database": database, "train": train}
         query, train = [], []
         for c in np.unique(y):
             members = rng.permutation(np.flatnonzero(y == c))
@@ -221,9 +294,12 @@ class Split:
         same one. Unsupervised methods use its labels only to choose an epoch; the record says so."""
         rng = np.random.default_rng(self.seed + 1)
         y = self.y_train.cpu().numpy()
-        classes = np.unique(y)
-        take = max(1, min(per_class, min(int((y == c).sum()) for c in classes) // 10))
-        query = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:take] for c in classes]))
+        if y.ndim == 2:  # multi-label: per_class x (number of labels) random items, at most a tenth
+            query = np.sort(rng.permutation(len(y))[:max(1, min(per_class * y.shape[1], len(y) // 10))])
+        else:
+            classes = np.unique(y)
+            take = max(1, min(per_class, min(int((y == c).sum()) for c in classes) // 10))
+            query = np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[:take] for c in classes]))
         rest = np.setdiff1d(np.arange(len(y)), query)
         database = np.sort(rng.permutation(rest)[:max_database])
         q, d = torch.from_numpy(query).to(self.x_train.device), torch.from_numpy(database).to(self.x_train.device)
@@ -269,6 +345,17 @@ PROTOCOLS = [
     Protocol("cifar10-cao2018", "CIFAR-10, the DQN/Cao protocol drawn disjoint: 1,000 queries (100 per class), "
              "5,000 training images (500 per class), the other 54,000 are the database (MAP@54000).",
              load_cifar10, 100, train_per_class=500, topk=(1000, 54000)),
+    Protocol("mnist-cao2018", "MNIST, 70,000 28x28 digits, the DQN/Cao protocol drawn disjoint (our extension): "
+             "1,000 queries (100 per class), 5,000 training images (500 per class), the other 64,000 are the "
+             "database.", load_mnist, 100, train_per_class=500, topk=(1000, 64000)),
+    Protocol("nuswide-cao2018", "NUS-WIDE (81 concepts, multi-label) from list files in <root>/nus_wide (the "
+             "thuml format; images from the user, resized to 64x64): 5,000 random queries, the rest the database, "
+             "10,000 training images drawn from the database; MAP@5000.", ListFile("nus_wide"), 0,
+             topk=(5000,), query_count=5000, train_count=10_000),
+    Protocol("coco-cao2018", "MS-COCO 2014 (80 categories, multi-label, images without a category pruned) from "
+             "list files in <root>/coco (the thuml format; images from the user, resized to 64x64): 5,000 random "
+             "queries, the rest the database, 10,000 training images drawn from the database; MAP@5000.",
+             ListFile("coco"), 0, topk=(5000,), query_count=5000, train_count=10_000),
 ]
 
 

@@ -1,23 +1,29 @@
 """The papers' figures, drawn from stored runs and saved as PNG and PDF (default folder: results/tables/).
 
 - ``pr``: precision-recall curves by Hamming radius, one panel per code length, one line per method (mean over
-  the seeds of a protocol's records at today's default config, the runs the tables use; the radius-r point is the Hamming ball of radius r).
+  the seeds of a protocol's records at today's default config, the runs the tables use, or at the ``--set``
+  fields given; the radius-r point is the Hamming ball of radius r).
+- ``ph2``: precision within Hamming radius 2 against the code length, one line per method (Cao Fig. 2a).
+- ``pn``: precision of the top N returned items against N, one panel per code length (Cao Fig. 4).
 - ``tsne``: a t-SNE map of one method's database codes, coloured by class.
-- ``samples``: a grid of a generative method's synthetic images.
+- ``samples``: a grid of a generative method's synthetic images; one row per class for a pair-conditional
+  generator (Cao Fig. 6).
 ``tsne`` and ``samples`` need the fitted model: they fit it as its run does (``bench.runner.fit_method``), so a deep
 method whose run finished on this machine resumes from its checkpoint instead of training again.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.errors import BenchError
-from bench.results import is_current_default, read_records
+from bench.results import config_overrides, overrides_key, read_records, wanted_overrides
 
-KINDS = ("pr", "tsne", "samples")
+KINDS = ("pr", "ph2", "pn", "tsne", "samples")
+RECORD_KINDS = ("pr", "ph2", "pn")  # drawn from stored records; the others from a fitted model
 
 
 def _figure_module():
@@ -37,35 +43,96 @@ def _save(fig, out_dir, name: str) -> list[Path]:
     return paths
 
 
-def pr_curves(protocol: str, bits, methods=None, results_dir=None, out_dir="results/tables") -> list[Path]:
-    """PR curves of every (or the named) method with default-config records on ``protocol``."""
-    records = [r for r in read_records(results_dir) if r["protocol"] == protocol and is_current_default(r)
-               and (not methods or r["method"] in methods) and r.get("curves", {}).get("pr_radius")]
+def _records(protocol: str, methods=None, overrides=None, results_dir=None, need=lambda r: True) -> list[dict]:
+    """The protocol's records at the default config (or at ``overrides``, for the methods that have those
+    fields), of the named methods (default: all), that ``need`` accepts."""
+    overrides = dict(overrides or {})
+    records = [r for r in read_records(results_dir) if r["protocol"] == protocol and r.get("task") != "clustering"
+               and (not methods or r["method"] in methods) and need(r)]
+    records = [r for r in records if overrides_key(config_overrides(r)) == wanted_overrides(r["method"], overrides)]
     if not records:
-        raise BenchError(f"no stored default-config retrieval runs on {protocol!r}"
-                         + (f" for {', '.join(methods)}" if methods else "") + "; run them first (bench run)")
+        which = f" for {', '.join(methods)}" if methods else ""
+        config = f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else " at the default config"
+        raise BenchError(f"no stored retrieval runs on {protocol!r}{which}{config}; run them first (bench run)")
+    return records
+
+
+def _lines(records):
+    """Line styles per (method, input) and the figure-wide legend they fill."""
+    keys = sorted({(r["method"], r["input"]) for r in records})
+    return keys, {k: dict(color=f"C{i % 10}", linestyle=("-", "--", ":")[i // 10 % 3]) for i, k in enumerate(keys)}
+
+
+def _legend(fig, legend: dict, title: str) -> None:
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(6, len(legend)), fontsize=7,
+               bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(legend) - 1) // 6)))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+
+
+def _suffix(overrides) -> str:
+    return "".join(f"-{k}{v}" for k, v in sorted((overrides or {}).items()))
+
+
+def pr_curves(protocol: str, bits, methods=None, results_dir=None, out_dir="results/tables",
+              overrides=None) -> list[Path]:
+    """PR curves by Hamming radius of every (or the named) method's records on ``protocol``."""
+    records = _records(protocol, methods, overrides, results_dir, lambda r: r.get("curves", {}).get("pr_radius"))
+    return _curves(records, protocol, bits, "pr_radius", "recall", "precision", out_dir,
+                   f"pr-{protocol}{_suffix(overrides)}", "Precision-recall by Hamming radius", unit_x=True)
+
+
+def pn_curves(protocol: str, bits, methods=None, results_dir=None, out_dir="results/tables",
+              overrides=None) -> list[Path]:
+    """P@N against N (the number of top returned items) of every (or the named) method's records."""
+    records = _records(protocol, methods, overrides, results_dir, lambda r: r.get("curves", {}).get("p@n", {})
+                       .get("n"))
+    return _curves(records, protocol, bits, "p@n", "n", "precision", out_dir, f"pn-{protocol}{_suffix(overrides)}",
+                   "Precision of the top N returned items", unit_x=False)
+
+
+def _curves(records, protocol, bits, curve, x_key, y_key, out_dir, name, title, unit_x) -> list[Path]:
     plt = _figure_module()
     fig, axes = plt.subplots(1, len(bits), figsize=(4 * len(bits), 3.6), squeeze=False)
-    keys = sorted({(r["method"], r["input"]) for r in records})
-    styles = {k: dict(color=f"C{i % 10}", linestyle=("-", "--", ":")[i // 10 % 3]) for i, k in enumerate(keys)}
+    keys, styles = _lines(records)
     legend = {}
     for ax, n_bits in zip(axes[0], bits):
         at_bits = [r for r in records if r["n_bits"] == n_bits]
         for key in keys:
-            runs = [r["curves"]["pr_radius"] for r in at_bits if (r["method"], r["input"]) == key]
+            runs = [r["curves"][curve] for r in at_bits if (r["method"], r["input"]) == key]
             if runs:
-                recall = np.mean([c["recall"] for c in runs], 0)
-                precision = np.mean([c["precision"] for c in runs], 0)
-                line, = ax.plot(recall, precision, marker=".", markersize=3, **styles[key])
+                x = np.mean([c[x_key] for c in runs], 0)
+                y = np.mean([c[y_key] for c in runs], 0)
+                line, = ax.plot(x, y, marker=".", markersize=3, **styles[key])
                 legend.setdefault(f"{key[0]} ({key[1]})", line)
-        ax.set(title=f"{protocol}, {n_bits} bits", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1))
+        ax.set(title=f"{protocol}, {n_bits} bits", xlabel=x_key if x_key != "n" else "N", ylabel=y_key, ylim=(0, 1))
+        if unit_x:
+            ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)
-    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(6, len(legend)), fontsize=7,
-               bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(legend) - 1) // 6)))
-    fig.suptitle("Precision-recall by Hamming radius (stored default-config runs, mean over their seeds)",
-                 fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return _save(fig, out_dir, f"pr-{protocol}")
+    _legend(fig, legend, f"{title} (stored runs, mean over their seeds)")
+    return _save(fig, out_dir, name)
+
+
+def ph2_curve(protocol: str, bits, methods=None, results_dir=None, out_dir="results/tables",
+              overrides=None) -> list[Path]:
+    """Precision within Hamming radius 2 against the code length, one line per method (mean over seeds)."""
+    records = _records(protocol, methods, overrides, results_dir, lambda r: "p@h<=2" in r["metrics"]
+                       and r["n_bits"] in bits)
+    plt = _figure_module()
+    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+    keys, styles = _lines(records)
+    legend = {}
+    for key in keys:
+        points = sorted({r["n_bits"] for r in records if (r["method"], r["input"]) == key})
+        values = [np.mean([r["metrics"]["p@h<=2"] for r in records if (r["method"], r["input"]) == key
+                           and r["n_bits"] == b]) for b in points]
+        line, = ax.plot(points, values, marker="o", markersize=3, **styles[key])
+        legend[f"{key[0]} ({key[1]})"] = line
+    ax.set(title=protocol, xlabel="number of bits", ylabel="precision (Hamming dist. <= 2)", ylim=(0, 1),
+           xticks=sorted(bits))
+    ax.grid(alpha=0.3)
+    _legend(fig, legend, "Precision within Hamming radius 2 (stored runs, mean over their seeds)")
+    return _save(fig, out_dir, f"ph2-{protocol}{_suffix(overrides)}")
 
 
 def tsne(cell, n_points: int = 2000, device="cpu", data_root=None, out_dir="results/tables") -> list[Path]:
@@ -98,9 +165,15 @@ def samples(cell, n: int = 64, device="cpu", data_root=None, out_dir="results/ta
     if not hasattr(cls, "sample"):
         generative = sorted(m.name for m in get_registry().methods.values() if hasattr(m, "sample"))
         raise BenchError(f"{cell.method} generates no images (choices: {', '.join(generative)})")
-    method = fit_method(cell, device=device, data_root=data_root)[0]
-    images = method.sample(n).cpu().clamp(-1, 1).add(1).div(2)  # [-1, 1] -> [0, 1]
-    grid = make_grid(images, nrow=int(np.ceil(np.sqrt(n))), padding=1).permute(1, 2, 0).numpy()
+    method, split, _, _ = fit_method(cell, device=device, data_root=data_root)
+    if "classes" in inspect.signature(method.sample).parameters and split.y_train.ndim == 1:
+        per_class = 8  # a pair-conditional generator: one row per class, from that class's embedding
+        classes = torch.unique(split.y_train).repeat_interleave(per_class)
+        images, columns = method.sample(len(classes), classes=classes), per_class
+    else:
+        images, columns = method.sample(n), int(np.ceil(np.sqrt(n)))
+    images = images.cpu().clamp(-1, 1).add(1).div(2)  # [-1, 1] -> [0, 1]
+    grid = make_grid(images, nrow=columns, padding=1).permute(1, 2, 0).numpy()
     plt = _figure_module()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(grid.squeeze(), cmap="gray" if images.shape[1] == 1 else None)

@@ -65,33 +65,64 @@ def read_records(results_dir: Path | str | None = None) -> list[dict]:
     return records
 
 
-def is_current_default(record: dict) -> bool:
-    """The run used what is now its method's default config: stored as default, and every field at today's
-    default (a field the record lacks was added later with a default that keeps the old behaviour). A run made
-    under an older default is history, not a paper-table number. Unregistered methods keep the stored flag."""
+def config_overrides(record: dict) -> dict | None:
+    """The fields of the run's config that differ from its method's default today ({} for a default run), or
+    None when the run cannot be placed: a field the method no longer has, or an unregistered method whose run was
+    not a default one. A field the record lacks was added later with a default that keeps the old behaviour."""
     from bench.method import config_dict
     from bench.registry import get_registry
     cls = get_registry().methods.get(record["method"])
-    if not record["config_is_default"] or cls is None:
-        return bool(record["config_is_default"])
+    if cls is None:
+        return {} if record["config_is_default"] else None
     current = json.loads(json.dumps(config_dict(cls.Config())))  # tuples as JSON lists, as stored
     stored = record["config"]
-    return set(stored) <= set(current) and all(stored.get(k, v) == v for k, v in current.items())
+    if not set(stored) <= set(current):
+        return None
+    return {k: stored[k] for k in sorted(stored) if stored[k] != current[k]}
+
+
+def overrides_key(overrides: dict | None) -> str | None:
+    """A config deviation as one comparable string (a frame column): "" for the default config."""
+    return None if overrides is None else json.dumps(overrides, sort_keys=True)[1:-1]
+
+
+def wanted_overrides(method: str, overrides: dict) -> str:
+    """The ``overrides_key`` of the runs of ``method`` made with the fields of ``overrides`` it has (values may be
+    ``--set`` strings, parsed by the field's type) and every other field at its default."""
+    import dataclasses
+    from bench.method import make_config
+    from bench.registry import get_registry
+    cls = get_registry().methods.get(method)
+    fields = {f.name for f in dataclasses.fields(cls.Config)} if cls else set()
+    wanted = {k: v for k, v in overrides.items() if k in fields}
+    if not wanted:
+        return overrides_key({})
+    as_json = json.loads(json.dumps(dataclasses.asdict(make_config(cls, wanted))))
+    default = json.loads(json.dumps(dataclasses.asdict(cls.Config())))
+    return overrides_key({k: as_json[k] for k in sorted(as_json) if as_json[k] != default[k]})
+
+
+def is_current_default(record: dict) -> bool:
+    """The run used what is now its method's default config. A run made under an older default is history, not
+    a paper-table number (unless a table asks for that config by name)."""
+    return config_overrides(record) == {}
 
 
 def load_results(results_dir: Path | str | None = None) -> pd.DataFrame:
     """One long frame: a row per (run, scalar metric or timing in seconds) with the run's identity columns.
 
-    Columns: run_id, method, protocol, input, n_bits, seed, default_config (``is_current_default``), device,
-    tie_policy, created, metric, value."""
+    Columns: run_id, method, protocol, input, n_bits, seed, default_config (``is_current_default``), overrides
+    (``overrides_key`` of ``config_overrides``: "" for default runs), device, tie_policy, created, metric, value."""
     rows = []
     for r in read_records(results_dir):
+        overrides = config_overrides(r)
         base = {"run_id": r["run_id"], "method": r["method"], "protocol": r["protocol"], "input": r["input"],
-                "n_bits": r["n_bits"], "seed": r["seed"], "default_config": is_current_default(r),
+                "n_bits": r["n_bits"], "seed": r["seed"], "default_config": overrides == {},
+                "overrides": overrides_key(overrides),
                 "device": r["environment"]["device"], "tie_policy": r["semantics"].get("tie_policy"),  # retrieval only
                 "created": r["created"]}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in r["metrics"].items()]
         rows += [{**base, "metric": k, "value": float(v)} for k, v in r["timings"].items()]  # fit_s, encode_s, ...
-    columns = ["run_id", "method", "protocol", "input", "n_bits", "seed", "default_config", "device", "tie_policy",
-               "created", "metric", "value"]
+    columns = ["run_id", "method", "protocol", "input", "n_bits", "seed", "default_config", "overrides", "device",
+               "tie_policy", "created", "metric", "value"]
     return pd.DataFrame(rows, columns=columns)

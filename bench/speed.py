@@ -1,4 +1,6 @@
-"""``bench bench-eval``: our evaluator against the per-query argsort reference, timed in one run.
+"""Speed benchmarks, each timing ours against a baseline in the same run.
+
+``bench bench-eval``: our evaluator against the per-query argsort reference.
 
 The codes are synthetic but shaped like real ones (class prototypes with 30% of the bits flipped), so the
 Hamming ranking has the heavy ties of real codes. The reference is ``bench.reference.reference_evaluate`` with
@@ -68,3 +70,110 @@ def benchmark_evaluator(n_queries=1000, n_database=54000, n_bits=64, n_classes=1
             "map@1000_abs_diff_vs_stable_reference": abs(stable["map@1000"] - result["map@1000"]),
         })
     return report
+
+
+# ------------------------------------------------------------------------------------------ bench-loader
+
+def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbone="small_cnn", n_bits=64,
+                     batch_size=256, iterations: int | None = None, workers=4, data_root=None) -> dict:
+    """One HashNet training epoch (or ``iterations`` steps) on ``protocol``'s training set, fed two ways in one
+    run: (a) ours, minibatches indexed from the device-resident uint8 tensor and cropped/flipped/resized on the
+    device (``bench.deep``); (b) the popular repositories' pipeline, a torchvision ``DataLoader`` over PIL images
+    with ``RandomCrop`` + ``RandomHorizontalFlip`` + ``Resize`` + ``ToTensor`` + ``Normalize``, ``workers``
+    processes, pinned memory. Same network, loss (HashNet's weighted pairwise likelihood on tanh outputs) and SGD
+    step; each way runs a warm-up step first. Returns images per second of both and their ratio."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    from bench.backbones import HashNetwork
+    from bench.deep import SupervisedConfig, iteration_batches, pair_weights, pairwise_likelihood, random_crop_flip, sgd
+    from bench.method import similarity
+
+    split = load_split_for(protocol, device, data_root)
+    x, y = split.x_train, split.y_train
+    steps = iterations or max(1, x.shape[0] // batch_size)
+    config = SupervisedConfig(backbone=backbone, batch_size=batch_size)
+
+    def make():
+        torch.manual_seed(0)
+        net = HashNetwork(backbone, x.shape[1], "", n_bits, activation="linear").to(device).train()
+        return net, sgd(net, config)[0]
+
+    def step(net, opt, inputs, labels):
+        h = torch.tanh(net(inputs))
+        s = similarity(labels, labels)
+        loss = pairwise_likelihood(h, h, s, 10 / n_bits, pair_weights(s, exclude_self=True))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if str(device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    g = torch.Generator().manual_seed(0)
+
+    def ours():
+        net, opt = make()
+        batches = list(iteration_batches(x.shape[0], batch_size, steps + 1, g, x.device))
+        for i, idx in enumerate(batches):
+            if i == 1:  # after the warm-up step
+                sync()
+                t = time.perf_counter()
+            step(net, opt, random_crop_flip(net.backbone.prepare(x[idx]), g, config.crop, config.flip), y[idx])
+        sync()
+        return time.perf_counter() - t
+
+    size = HashNetwork(backbone, x.shape[1], "", n_bits).backbone.size
+    images, labels = x.cpu().numpy(), y.cpu()
+    mean_std = ([0.5] * x.shape[1], [0.5] * x.shape[1]) if backbone == "small_cnn" else \
+        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    crop = round(images.shape[-1] * config.crop)
+    transform = T.Compose([T.RandomCrop(crop), T.RandomHorizontalFlip(), T.Resize((size, size)), T.ToTensor(),
+                           T.Normalize(*mean_std)])
+
+    class PILImages(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            image = images[i].transpose(1, 2, 0)
+            pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+            if backbone != "small_cnn" and pil.mode == "L":
+                pil = pil.convert("RGB")
+            return transform(pil), labels[i]
+
+    def dataloader():
+        net, opt = make()
+        loader = torch.utils.data.DataLoader(PILImages(), batch_size=batch_size, shuffle=True, drop_last=True,
+                                             num_workers=workers, pin_memory=str(device).startswith("cuda"),
+                                             persistent_workers=False)
+        done, t = 0, None
+        while done <= steps:
+            for inputs, batch_labels in loader:
+                if done == 1:
+                    sync()
+                    t = time.perf_counter()
+                if done > steps:
+                    break
+                step(net, opt, inputs.to(device, non_blocking=True), batch_labels.to(device))
+                done += 1
+        sync()
+        return time.perf_counter() - t
+
+    ours_s, loader_s = ours(), dataloader()
+    n_images = steps * batch_size
+    return {"protocol": protocol, "backbone": backbone, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
+            "batch_size": batch_size, "steps_timed": steps, "dataloader_workers": workers,
+            "device_resident_images_per_s": round(n_images / ours_s, 1),
+            "dataloader_images_per_s": round(n_images / loader_s, 1),
+            "speedup": round(loader_s / ours_s, 2)}
+
+
+def load_split_for(protocol: str, device, data_root=None):
+    """The protocol's images on the device (an unknown name is a BenchError listing the choices)."""
+    from bench.data import load_split
+    from bench.registry import get_registry
+    return load_split(get_registry().protocol(protocol), "images", str(device),
+                      str(data_root) if data_root else None)

@@ -3,7 +3,12 @@
 A table is a data file (``bench/published/NAME.json``): its column blocks (a protocol, the input view the paper
 used, the metrics), the bit lengths, and per row (method) the numbers the paper printed. Each method gets two
 rows, the paper's and ours (mean +- std over seeds, then the difference to the paper); the best of our rows in
-each column is bold. Only default-config runs enter a table. Footnotes come from the records used.
+each column is bold. Footnotes come from the records used.
+
+Which runs enter: those of the row's method whose config is the default except for the row's ``set`` (an
+ablation row, e.g. HashGAN-Q = ``{"beta": 0}``) and the table-wide overrides given to ``build``/``render``
+(``bench table NAME --set iterations=500``: a reduced schedule; each applies to the rows whose method has that
+field, and the notes say so).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from tabulate import tabulate
 
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.results import load_results
+from bench.results import load_results, wanted_overrides
 
 PUBLISHED = Path(__file__).parent / "published"
 METRIC_LABELS = {"map": "mAP", "map_tie_aware": "mAP (tie-aware)", "p@h<=2": "P@H<=2", "nmi": "NMI", "acc": "ACC"}
@@ -33,7 +38,8 @@ class TableSpec:
     rows: tuple  # dicts: method, label, published {protocol: {metric: [value per bits]}}, and optionally
     # input (the view this row's runs use when not the block's, e.g. "images" for the deep methods), n_bits (the
     # code length of this row's runs whatever the column's: 0 for k-means on pixels, which has no codes) and
-    # published_only (a method the harness does not run: only the paper's row is shown)
+    # published_only (a method the harness does not run: only the paper's row is shown), set (the Config fields
+    # this row's runs change from the default: the ablation rows)
     notes: tuple = ()
     speed_bits: int | None = None  # add fit/encode seconds at this code length after each block
     scale: float = 100.0  # values shown x scale (the paper's own scale: 100 for %, 1 for NMI/ACC in [0, 1])
@@ -79,36 +85,46 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.replace("map@", "mAP@"))
 
 
-def _ours(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
-    """x100 mean, std and seed count per (method, protocol, input, metric, n_bits), default configs only."""
+def _runs(frame: pd.DataFrame, row: dict, extra: dict) -> pd.DataFrame:
+    """The frame's rows (one per run and metric) that fill a table row."""
     if frame.empty:
-        return pd.DataFrame(columns=["method", "protocol", "input", "metric", "n_bits", "mean", "std", "n"])
-    wanted = frame[frame["default_config"] & frame["method"].isin([r["method"] for r in spec.rows])]
-    # One value per cell and seed: a default config stored by an older version of the method counts once, newest.
-    keys = ["method", "protocol", "input", "n_bits", "seed", "metric"]
-    wanted = wanted.sort_values("created").drop_duplicates(keys, keep="last")
-    grouped = wanted.groupby(["method", "protocol", "input", "metric", "n_bits"])["value"]
-    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    scale = out["metric"].map(lambda m: 1.0 if m.endswith("_s") else spec.scale)  # seconds as they are
-    out["mean"] *= scale
-    out["std"] *= scale
-    return out
+        return frame
+    wanted = wanted_overrides(row["method"], {**extra, **row.get("set", {})})
+    return frame[(frame["method"] == row["method"]) & (frame["overrides"] == wanted)]
 
 
-def build(spec: TableSpec, results_dir=None) -> dict:
+def _ours(runs: pd.DataFrame, spec: TableSpec) -> dict:
+    """{(protocol, input, metric, n_bits): (mean, std, n)} x scale over seeds."""
+    if runs.empty:
+        return {}
+    # One value per cell and seed: a config stored by an older version of the method counts once, newest.
+    keys = ["protocol", "input", "n_bits", "seed", "metric"]
+    runs = runs.sort_values("created").drop_duplicates(keys, keep="last")
+    out = runs.groupby(["protocol", "input", "metric", "n_bits"])["value"].agg(mean="mean", std="std", n="count")
+    index = {}
+    for (protocol, view, metric, n_bits), r in out.iterrows():
+        scale = 1.0 if metric.endswith("_s") else spec.scale  # seconds as they are
+        std = 0.0 if pd.isna(r["std"]) else r["std"]
+        index[(protocol, view, metric, n_bits)] = (r["mean"] * scale, std * scale, int(r["n"]))
+    return index
+
+
+def build(spec: TableSpec, results_dir=None, overrides: dict | None = None) -> dict:
     """The table's cells: {"header": [...], "rows": [[label, cell...]], "best": set of (row, col), "notes": [...]}.
-    Cells are (mean, std, n, paper) tuples for our rows and floats for the paper's."""
+    Cells are (mean, std, n, paper) tuples for our rows and floats for the paper's. ``overrides``: table-wide
+    config fields the runs must have (a reduced schedule, say), for the rows whose method has them."""
+    overrides = dict(overrides or {})
     frame = load_results(results_dir)
-    ours = _ours(frame, spec)
-    index = {tuple(r[:5]): (r[5], r[6], r[7]) for r in ours.itertuples(index=False)}
     columns = spec.columns()
-    rows, best = [], set()
+    rows, best, used = [], set(), []
     for row in spec.rows:
         paper = [None if c.is_time else
                  row["published"].get(c.block["protocol"], {}).get(c.metric, [None] * len(spec.bits))[
                      spec.bits.index(c.bits)] for c in columns]
-        mine = [index.get((row["method"], c.block["protocol"], row.get("input", c.block["input"]), c.metric,
+        runs = _runs(frame, row, overrides) if not row.get("published_only") else frame.iloc[0:0]
+        used.append((row, runs))
+        index = _ours(runs, spec)
+        mine = [index.get((c.block["protocol"], row.get("input", c.block["input"]), c.metric,
                            row.get("n_bits", c.bits))) for c in columns]
         if any(p is not None for p in paper):
             rows.append((f"{row['label']} (paper)", paper))
@@ -118,25 +134,28 @@ def build(spec: TableSpec, results_dir=None) -> dict:
         values = [(i, r[1][j][0]) for i, r in enumerate(rows) if r[0].endswith("(ours)") and r[1][j] is not None]
         if values and not c.is_time:
             best.add((max(values, key=lambda v: v[1])[0], j))
-    used = frame[frame["default_config"] & frame["method"].isin([r["method"] for r in spec.rows])] \
-        if not frame.empty else frame
     scale = f"Values x{spec.scale:g}. " if spec.scale != 1 else ""
     notes = [f"Source: {spec.source}. {scale}Ours: mean ± std over seeds, then (ours - paper)."]
+    if overrides:
+        notes.append("Ours are runs with " + ", ".join(f"{k}={v}" for k, v in overrides.items()) +
+                     " (not the default config) in the rows whose method has those settings.")
     if spec.speed_bits:
         notes.append(f"Times: mean seconds to fit (training set) and to encode (queries and database) at "
                      f"{spec.speed_bits} bits, on the device each run used (its environment is in the record).")
     for b in spec.blocks:
-        view = {r["method"]: r.get("input", b["input"]) for r in spec.rows}  # a row may use another view
-        runs = used[(used["protocol"] == b["protocol"]) & (used["input"] == used["method"].map(view))] \
-            if not used.empty else used
-        seeds = "; ".join(f"{r['label']} {sorted(runs[runs['method'] == r['method']]['seed'].unique().tolist())}"
-                          for r in spec.rows if not runs.empty and (runs["method"] == r["method"]).any())
-        devices = sorted(runs["device"].unique().tolist()) if not runs.empty else []
+        seeds, devices = [], set()
+        for row, runs in used:
+            view = row.get("input", b["input"])
+            mine = runs[(runs["protocol"] == b["protocol"]) & (runs["input"] == view)] if not runs.empty else runs
+            if not mine.empty:
+                seeds.append(f"{row['label']} {sorted(mine['seed'].unique().tolist())}")
+                devices |= set(mine["device"].unique().tolist())
         retrieval = any(m.startswith(("map", "p@")) for m in b["metrics"])
         semantics = "; ranking ties broken by database index; queries without relevant items count AP 0" \
             if retrieval else ""
         notes.append(f"{b['label']}: protocol {b['protocol']}, input {b['input']} (paper: {b['paper_setup']}); "
-                     f"our seeds: {seeds or 'no runs yet'}; devices: {', '.join(devices) or '-'}{semantics}.")
+                     f"our seeds: {'; '.join(seeds) or 'no runs yet'}; devices: {', '.join(sorted(devices)) or '-'}"
+                     f"{semantics}.")
     notes += list(spec.notes)
     return {"columns": columns, "rows": rows, "best": best, "notes": notes}
 
@@ -156,10 +175,10 @@ def _fmt_ours(cell, latex: bool, bold: bool, is_time: bool = False, decimals: in
     return f"{value} {pm} {std:.{decimals}f}{diff}"
 
 
-def render(spec: TableSpec, fmt: str = "markdown", results_dir=None) -> str:
+def render(spec: TableSpec, fmt: str = "markdown", results_dir=None, overrides: dict | None = None) -> str:
     if fmt not in FORMATS:
         raise BenchError(f"unknown format {fmt!r} (choices: {', '.join(FORMATS)})")
-    t = build(spec, results_dir)
+    t = build(spec, results_dir, overrides)
     latex = fmt == "latex"
     body = []
     for i, (label, cells) in enumerate(t["rows"]):

@@ -130,25 +130,48 @@ def test_plots_are_drawn_from_stored_runs_as_png_and_pdf(capsys, tmp_path, resul
     out = tmp_path / "figures"
     assert main(["plot", "pr", "--dataset", "digits", "--bits", "16", "--results", str(results_dir),
                  "--out", str(out)]) == 2
-    assert "no stored default-config retrieval runs on 'digits'" in capsys.readouterr().err
+    assert "no stored retrieval runs on 'digits' at the default config" in capsys.readouterr().err
     main(["run", "--method", "itq", "--method", "lsh", "--dataset", "digits", "--bits", "16", "--results",
           str(results_dir)])
-    assert main(["plot", "pr", "--dataset", "digits", "--bits", "16", "--results", str(results_dir),
-                 "--out", str(out)]) == 0
+    for kind in ("pr", "ph2", "pn"):
+        assert main(["plot", kind, "--dataset", "digits", "--bits", "16", "--results", str(results_dir),
+                     "--out", str(out)]) == 0
     assert main(["plot", "tsne", "--method", "itq", "--dataset", "digits", "--bits", "16", "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["pr-digits.pdf", "pr-digits.png", "tsne-itq-digits-16b.pdf", "tsne-itq-digits-16b.png"]
+    assert names == ["ph2-digits.pdf", "ph2-digits.png", "pn-digits.pdf", "pn-digits.png", "pr-digits.pdf",
+                     "pr-digits.png", "tsne-itq-digits-16b.pdf", "tsne-itq-digits-16b.png"]
     assert all(p.stat().st_size > 1000 for p in out.iterdir())
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["plot", "bars"], "unknown plot 'bars' (choices: pr, tsne, samples)"),
-    (["plot", "samples", "--method", "itq"], "itq generates no images (choices: hashgan-dizaji)"),
+    (["plot", "bars"], "unknown plot 'bars' (choices: pr, ph2, pn, tsne, samples)"),
+    (["plot", "samples", "--method", "itq"],
+     "itq generates no images (choices: hashgan-cao2018, hashgan-cao2018-official, hashgan-dizaji)"),
+    (["plot", "pn", "--dataset", "digits", "--set", "iterations=5", "--results", "/nonexistent"],
+     "no stored retrieval runs on 'digits' with iterations=5"),
+    (["table", "cao2018-table2", "--set", "nosuch=1"], "unknown --set key for the methods of cao2018-table2 'nosuch'"),
     (["plot", "tsne", "--method", "itq", "--method", "lsh"], "needs exactly one --method; got 2"),
 ])
 def test_bad_plot_requests_are_named(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_loader_reports_both_pipelines(capsys):
+    """Smoke run of the speed benchmark (the measurement itself is for GPUs: no timing is asserted)."""
+    assert main(["bench-loader", "--dataset", "digits", "--batch-size", "32", "--iterations", "2", "--workers",
+                 "0", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps_timed"] == 2 and report["device_resident_images_per_s"] > 0
+    assert report["dataloader_images_per_s"] > 0 and report["speedup"] > 0
+
+
+def test_per_class_sample_grid_of_a_pair_conditional_generator(tmp_path):
+    out = tmp_path / "figures"
+    assert main(["plot", "samples", "--method", "hashgan-cao2018", "--dataset", "digits", "--bits", "8", "--set",
+                 "iterations=4", "--set", "batch_size=16", "--set", "gan_width=8", "--set", "n_critic=1",
+                 "--out", str(out)]) == 0
+    assert (out / "samples-hashgan-cao2018-digits-8b.png").stat().st_size > 1000
 
 
 def test_sample_grid_of_a_generative_method(tmp_path, monkeypatch):
