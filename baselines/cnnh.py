@@ -18,10 +18,10 @@ import dataclasses
 
 import torch
 
-from bench.backbones import HashNetwork
-from bench.deep import SupervisedConfig, train_hash_network
+from bench.backbones import DeepHashMethod
+from bench.deep import SupervisedConfig
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize, similarity
+from bench.method import similarity
 
 
 def _best_step(r2, ra, aa, ab, bb) -> float:
@@ -60,35 +60,30 @@ def approximate_codes(s: torch.Tensor, n_bits: int, sweeps: int, generator: torc
     return torch.where(h >= 0, 1.0, -1.0).to(s.dtype), errors
 
 
-class CNNH(Method):
+class CNNH(DeepHashMethod):
     name = "cnnh"
     paper = "Xia et al., AAAI 2014"
     supervision = "pairs"
-    input = "images"
     smoke = {"iterations": 60, "batch_size": 64, "sweeps": 3}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
         sweeps: int = 10  # stage-1 coordinate-descent sweeps (T = 10 in the public port)
 
-    def fit(self, x, y=None):
-        c, y = self.config, self.check_labels(y)
-        torch.manual_seed(self.seed)
-        g = self.generator()
+    def batch_loss(self, y, generator):
+        """Stage 1 here (the codes to regress), stage 2's loss returned."""
         s = similarity(y, y).to(torch.float32) * 2 - 1
-        targets, errors = approximate_codes(s, self.n_bits, c.sweeps, g)
+        targets, self.stage1_errors_ = approximate_codes(s, self.n_bits, self.config.sweeps, generator)
         del s
-        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, activation="linear").to(self.device)
 
         def loss(z, idx, step):
             return ((z - targets[idx]) ** 2).sum(1).mean(), {}
-        self.training_ = train_hash_network(self.name, self.net_, x, c, g, loss)
-        self.training_["stage1_errors"] = [round(e, 1) for e in errors]
-        return self
+        return loss
 
-    def encode(self, x):
-        self.check_fitted("net_")
-        return binarize(self.net_.outputs(x))
+    def fit(self, x, y=None):
+        super().fit(x, y)
+        self.training_["stage1_errors"] = [round(e, 1) for e in self.stage1_errors_]
+        return self
 
 
 @hookimpl

@@ -16,28 +16,24 @@ import dataclasses
 
 import torch
 
-from bench.backbones import HashNetwork
-from bench.deep import SupervisedConfig, pairwise_likelihood, train_hash_network
+from bench.backbones import DeepHashMethod
+from bench.deep import SupervisedConfig, pairwise_likelihood
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize, similarity
+from bench.method import similarity
 
 
-class DHN(Method):
+class DHN(DeepHashMethod):
     name = "dhn"
     paper = "Zhu et al., AAAI 2016"
     supervision = "pairs"
-    input = "images"
-    smoke = {"iterations": 60, "batch_size": 64}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
         inner_product_scale: float = 0.5  # Theta = 1/2 <z_i, z_j> (the paper)
         w_quantization: float = 0.1  # lambda (unpublished; the port's value)
 
-    def fit(self, x, y=None):
-        c, y = self.config, self.check_labels(y)
-        torch.manual_seed(self.seed)
-        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, activation="linear").to(self.device)
+    def batch_loss(self, y, generator):
+        c = self.config
 
         def loss(z, idx, step):
             s = similarity(y[idx], y[idx])
@@ -48,12 +44,7 @@ class DHN(Method):
             quantization = (u + torch.nn.functional.softplus(-2 * u) - 0.6931471805599453).sum(1).mean()
             return likelihood + c.w_quantization * quantization, {"likelihood": likelihood,
                                                                    "quantization": quantization}
-        self.training_ = train_hash_network(self.name, self.net_, x, c, self.generator(), loss)
-        return self
-
-    def encode(self, x):
-        self.check_fitted("net_")
-        return binarize(self.net_.outputs(x))
+        return loss
 
 
 @hookimpl

@@ -17,11 +17,11 @@ import dataclasses
 import torch
 from torch import nn
 
-from bench.backbones import HashNetwork
-from bench.deep import SupervisedConfig, train_hash_network
+from bench.backbones import DeepHashMethod
+from bench.deep import SupervisedConfig
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize, similarity
+from bench.method import similarity
 
 
 class DivideAndEncode(nn.Module):
@@ -59,41 +59,32 @@ def triplets(y: torch.Tensor, generator: torch.Generator):
     return anchors, pos_score.argmax(1)[anchors], neg_score.argmax(1)[anchors]
 
 
-class DNNH(Method):
+class DNNH(DeepHashMethod):
     name = "dnnh"
     paper = "Lai et al., CVPR 2015"
     supervision = "labels"  # triplets are formed from the labels
-    input = "images"
-    smoke = {"iterations": 60, "batch_size": 64}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
         margin: float = 1.0  # the triplet ranking loss's margin (paper)
         eps: float = 0.1  # the piecewise threshold's band around 1/2 (unpublished)
 
-    def _outputs(self, z):
-        return piecewise_threshold(torch.sigmoid(z), self.config.eps)
+    def network(self, x):
+        net = super().network(x)
+        net.layer = DivideAndEncode(net.backbone.dim, self.n_bits)
+        return net
 
-    def fit(self, x, y=None):
-        c, y = self.config, self.check_labels(y)
-        torch.manual_seed(self.seed)
-        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, activation="linear")
-        self.net_.layer = DivideAndEncode(self.net_.backbone.dim, self.n_bits)
-        self.net_.to(self.device)
-        g = self.generator()
+    def batch_loss(self, y, generator):
+        c = self.config
 
         def loss(z, idx, step):
-            f = self._outputs(z)
-            a, p, n = triplets(y[idx], g)
+            f = piecewise_threshold(torch.sigmoid(z), c.eps)
+            a, p, n = triplets(y[idx], generator)
             d_pos, d_neg = ((f[a] - f[p]) ** 2).sum(1), ((f[a] - f[n]) ** 2).sum(1)
             ranking = torch.relu(c.margin - (d_neg - d_pos)).mean() if len(a) else z.sum() * 0
             return ranking, {}
-        self.training_ = train_hash_network(self.name, self.net_, x, c, g, loss)
-        return self
-
-    def encode(self, x):
-        self.check_fitted("net_")
-        return binarize(self.net_.outputs(x))  # sigmoid(z) > 1/2 <=> z > 0
+        return loss
+    # codes: sign(z), i.e. sigmoid(z) > 1/2
 
 
 @hookimpl

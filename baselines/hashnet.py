@@ -19,18 +19,16 @@ import typing
 
 import torch
 
-from bench.backbones import HashNetwork
-from bench.deep import SupervisedConfig, pair_weights, pairwise_likelihood, train_hash_network
+from bench.backbones import DeepHashMethod
+from bench.deep import SupervisedConfig, pair_weights, pairwise_likelihood
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize, similarity
+from bench.method import similarity
 
 
-class HashNet(Method):
+class HashNet(DeepHashMethod):
     name = "hashnet"
     paper = "Cao et al., ICCV 2017"
     supervision = "pairs"
-    input = "images"
-    smoke = {"iterations": 60, "batch_size": 64}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
@@ -40,23 +38,15 @@ class HashNet(Method):
         beta_step: int = 200
         dissimilar_weight: typing.Literal["balanced", "one"] = "balanced"  # "balanced": |S|/|S0| (paper); "one": the release's weight 1
 
-    def fit(self, x, y=None):
-        c, y = self.config, self.check_labels(y)
-        torch.manual_seed(self.seed)
-        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, activation="linear").to(self.device)
-        alpha = c.alpha_bits / self.n_bits
+    def batch_loss(self, y, generator):
+        c, alpha = self.config, self.config.alpha_bits / self.n_bits
 
         def loss(z, idx, step):
-            beta = (1 + c.beta_gamma * (step // c.beta_step) * c.beta_step) ** c.beta_power
+            beta = (1 + c.beta_gamma * (step // c.beta_step) * c.beta_step) ** c.beta_power  # continuation
             h = torch.tanh(beta * z)
             s = similarity(y[idx], y[idx])
             return pairwise_likelihood(h, h, s, alpha, pair_weights(s, c.dissimilar_weight, True)), {}
-        self.training_ = train_hash_network(self.name, self.net_, x, c, self.generator(), loss)
-        return self
-
-    def encode(self, x):
-        self.check_fitted("net_")
-        return binarize(self.net_.outputs(x))
+        return loss
 
 
 @hookimpl

@@ -20,6 +20,7 @@ from torch import nn
 
 from bench.deep import batched, to_float
 from bench.errors import BenchError, unknown
+from bench.method import Method, binarize
 
 BACKBONES = ("small_cnn", "alexnet", "vgg16")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -142,3 +143,33 @@ class HashNetwork(nn.Module):
         """F of uint8 images, in eval mode and in batches."""
         self.eval()
         return batched(lambda part: self(self.backbone.prepare(part)), x)
+
+
+class DeepHashMethod(Method):
+    """The shape the supervised deep baselines share (HashNet, DHN, DNNH, CNNH): a Config built on
+    ``bench.deep.SupervisedConfig``, a ``HashNetwork`` (``network``), trained by ``bench.deep.train_hash_network``
+    with the method's loss (``batch_loss``), codes sign(F(x)). A method file holds only its loss."""
+    input = "images"
+    smoke = {"iterations": 60, "batch_size": 64}
+    activation = "linear"  # F's output squashing; the losses apply their own
+
+    def network(self, x: torch.Tensor) -> HashNetwork:
+        c = self.config
+        return HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, activation=self.activation)
+
+    def batch_loss(self, y: torch.Tensor, generator: torch.Generator):
+        """The loss of a batch: a function (outputs, training indices, step) -> (loss, {term: value})."""
+        raise NotImplementedError
+
+    def fit(self, x, y=None):
+        from bench.deep import train_hash_network
+        y = self.check_labels(y)
+        torch.manual_seed(self.seed)
+        g = self.generator()
+        self.net_ = self.network(x).to(self.device)
+        self.training_ = train_hash_network(self.name, self.net_, x, self.config, g, self.batch_loss(y, g))
+        return self
+
+    def encode(self, x):
+        self.check_fitted("net_")
+        return binarize(self.net_.outputs(x))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.backbones import HashNetwork
-from bench.deep import (SupervisedConfig, batched, check_finite, iteration_batches, pair_weights,
+from bench.deep import (SupervisedConfig, check_finite, iteration_batches, pair_weights,
                         pairwise_likelihood, random_crop_flip, sgd, to_float)
 from bench.hookspecs import hookimpl
 from bench.method import Method, binarize, label_matrix, similarity

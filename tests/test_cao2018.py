@@ -1,5 +1,6 @@
 """Cao et al. 2018 pieces: the shared pairwise losses, real-valued ranking, CNNH's stage 1, the similarity
 embedding, list-file datasets, count-based multi-label splits and ablation rows of the paper tables."""
+import dataclasses
 import json
 
 import numpy as np
@@ -169,7 +170,6 @@ def _digits():
 def test_ablation_rows_and_table_wide_overrides_pick_their_runs(results_dir):
     """Table 2's rows differ only by a Config switch; --set-style overrides select a reduced schedule."""
     from bench.registry import get_registry
-    import dataclasses
     spec = get_registry().table("cao2018-table2")
     block = dict(spec.blocks[1], protocol="digits", label="Digits")
     rows = tuple(dict(r, published={"digits": r["published"].get("cifar10-cao2018", {})}) for r in spec.rows)

@@ -108,8 +108,6 @@ def test_every_method_clusters(cls, results_dir):
 
 def test_clustering_table_shows_ours_beside_the_paper(results_dir):
     spec = get_registry().table("dizaji2018-table2")
-
-    import dataclasses
     block = dict(spec.blocks[0], protocol="digits-clustering", label="Digits")
     rows = tuple(dict(r, published={"digits-clustering": r["published"]["mnist"]} if r["published"] else {})
                  for r in spec.rows)
