@@ -14,6 +14,7 @@ method whose run finished on this machine resumes from its checkpoint instead of
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -135,12 +136,25 @@ def ph2_curve(protocol: str, bits, methods=None, results_dir=None, out_dir="resu
     return _save(fig, out_dir, f"ph2-{protocol}{_suffix(overrides)}")
 
 
+def _settings(cell) -> str:
+    """The cell's --set fields, for a figure's title (a figure of a non-default config says so)."""
+    return "\n" + ", ".join(f"{k}={v}" for k, v in cell.overrides) if cell.overrides else ""
+
+
+@lru_cache(maxsize=2)
+def _fitted(cell, device, data_root):
+    """The cell's method fitted as its run fits it, kept for the process: a t-SNE and a sample grid of one model
+    cost one training."""
+    from bench.runner import fit_method
+    method, split, _, _ = fit_method(cell, device=device, data_root=data_root)
+    return method, split
+
+
 def tsne(cell, n_points: int = 2000, device="cpu", data_root=None, out_dir="results/tables") -> list[Path]:
     """t-SNE of ``n_points`` database codes (a fixed random subset) of the cell's method, coloured by class.
     Euclidean distance between +-1 codes is 2 sqrt(Hamming), so the neighbourhoods are the Hamming ones."""
     from sklearn.manifold import TSNE
-    from bench.runner import fit_method
-    method, split, _, _ = fit_method(cell, device=device, data_root=data_root)
+    method, split = _fitted(cell, device, data_root)
     pick = np.random.default_rng(0).permutation(split.x_database.shape[0])[:n_points]
     index = torch.from_numpy(pick).to(split.x_database.device)
     codes = method.encode(split.x_database[index]).to(torch.float32).cpu().numpy()
@@ -150,7 +164,8 @@ def tsne(cell, n_points: int = 2000, device="cpu", data_root=None, out_dir="resu
     fig, ax = plt.subplots(figsize=(5, 5))
     points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=3)
     ax.legend(*points.legend_elements(), fontsize=6, title="class", title_fontsize=7, loc="best")
-    ax.set(title=f"t-SNE of {cell.method} codes, {cell.protocol}, {cell.n_bits} bits (seed {cell.seed})",
+    ax.set(title=f"t-SNE of {cell.method} codes, {cell.protocol}, {cell.n_bits} bits (seed {cell.seed})"
+           f"{_settings(cell)}",
            xticks=[], yticks=[])
     ax.title.set_fontsize(8)
     return _save(fig, out_dir, f"tsne-{cell.method}-{cell.protocol}-{cell.n_bits}b")
@@ -160,12 +175,11 @@ def samples(cell, n: int = 64, device="cpu", data_root=None, out_dir="results/ta
     """A grid of ``n`` synthetic images from the cell's (generative) method."""
     from torchvision.utils import make_grid
     from bench.registry import get_registry
-    from bench.runner import fit_method
     cls = get_registry().method(cell.method)
     if not hasattr(cls, "sample"):
         generative = sorted(m.name for m in get_registry().methods.values() if hasattr(m, "sample"))
         raise BenchError(f"{cell.method} generates no images (choices: {', '.join(generative)})")
-    method, split, _, _ = fit_method(cell, device=device, data_root=data_root)
+    method, split = _fitted(cell, device, data_root)
     if "classes" in inspect.signature(method.sample).parameters and split.y_train.ndim == 1:
         per_class = 8  # a pair-conditional generator: one row per class, from that class's embedding
         classes = torch.unique(split.y_train).repeat_interleave(per_class)
@@ -177,7 +191,7 @@ def samples(cell, n: int = 64, device="cpu", data_root=None, out_dir="results/ta
     plt = _figure_module()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(grid.squeeze(), cmap="gray" if images.shape[1] == 1 else None)
-    ax.set(title=f"{cell.method} samples, {cell.protocol}, {cell.n_bits} bits (seed {cell.seed})", xticks=[],
-           yticks=[])
+    ax.set(title=f"{cell.method} samples, {cell.protocol}, {cell.n_bits} bits (seed {cell.seed}){_settings(cell)}",
+           xticks=[], yticks=[])
     ax.title.set_fontsize(8)
     return _save(fig, out_dir, f"samples-{cell.method}-{cell.protocol}-{cell.n_bits}b")

@@ -65,6 +65,23 @@ def test_committed_tables_come_from_committed_records(name):
     assert committed.read_text() == render(get_registry().table(name), "markdown", root)
 
 
+def _overridden_renders():
+    import json
+    from pathlib import Path
+    manifest = Path(__file__).resolve().parents[1] / "results" / "tables" / "renders.json"
+    return sorted(json.loads(manifest.read_text()).items()) if manifest.exists() else []
+
+
+@pytest.mark.parametrize("file, how", _overridden_renders())
+def test_committed_tables_of_reduced_runs_come_from_committed_records(file, how):
+    """Tables of runs at a non-default config (``bench table NAME --set ...``), listed in renders.json with
+    their table and settings, are what the command renders from results/runs/."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "results"
+    text = render(get_registry().table(how["table"]), "markdown", root, how["set"])
+    assert (root / "tables" / file).read_text() == text
+
+
 def test_a_cell_stored_twice_counts_once(digits_table, results_dir):
     import json
     [record] = run_grid([Cell("itq", "digits", 16, 0)], results_dir=results_dir, log=lambda s: None)
