@@ -65,20 +65,28 @@ def read_records(results_dir: Path | str | None = None) -> list[dict]:
     return records
 
 
+def _as_stored(config) -> dict:
+    """A Config as a record stores it (tuples become JSON lists), so stored and current values compare."""
+    from bench.method import config_dict
+    return json.loads(json.dumps(config_dict(config)))
+
+
+def _differences(config: dict, default: dict) -> dict:
+    return {k: config[k] for k in sorted(config) if config[k] != default[k]}
+
+
 def config_overrides(record: dict) -> dict | None:
     """The fields of the run's config that differ from its method's default today ({} for a default run), or
     None when the run cannot be placed: a field the method no longer has, or an unregistered method whose run was
     not a default one. A field the record lacks was added later with a default that keeps the old behaviour."""
-    from bench.method import config_dict
     from bench.registry import get_registry
     cls = get_registry().methods.get(record["method"])
     if cls is None:
         return {} if record["config_is_default"] else None
-    current = json.loads(json.dumps(config_dict(cls.Config())))  # tuples as JSON lists, as stored
-    stored = record["config"]
+    current, stored = _as_stored(cls.Config()), record["config"]
     if not set(stored) <= set(current):
         return None
-    return {k: stored[k] for k in sorted(stored) if stored[k] != current[k]}
+    return _differences(stored, current)
 
 
 def overrides_key(overrides: dict | None) -> str | None:
@@ -97,9 +105,7 @@ def wanted_overrides(method: str, overrides: dict) -> str:
     wanted = {k: v for k, v in overrides.items() if k in fields}
     if not wanted:
         return overrides_key({})
-    as_json = json.loads(json.dumps(dataclasses.asdict(make_config(cls, wanted))))
-    default = json.loads(json.dumps(dataclasses.asdict(cls.Config())))
-    return overrides_key({k: as_json[k] for k in sorted(as_json) if as_json[k] != default[k]})
+    return overrides_key(_differences(_as_stored(make_config(cls, wanted)), _as_stored(cls.Config())))
 
 
 def is_current_default(record: dict) -> bool:
