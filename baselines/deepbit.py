@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 
 import torch
-from bench.backbones import HashNetwork
-from bench.deep import check_finite, iteration_batches, rotate
+from bench.backbones import DeepHashMethod
+from bench.deep import BackboneConfig, check_finite, iteration_batches, rotate
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize
+from bench.method import binarize
 
 ANGLES = (-10.0, -5.0, 0.0, 5.0, 10.0)  # the release's aug_img_faster.m
 ANGLE_WEIGHTS = tuple(math.exp(-((i - 3) ** 2) / 2) for i in range(1, 6))  # C(theta), 1 at theta = 0
@@ -36,17 +35,15 @@ def sgd_stage(params, lr: float, step: int, momentum: float, decay: float):
     return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.1)
 
 
-class DeepBit(Method):
+class DeepBit(DeepHashMethod):
     name = "deepbit"
     paper = "Lin et al., CVPR 2016"
     supervision = "none"
-    input = "images"
+    activation = "sigmoid"
     smoke = {"stage1_iterations": 150, "stage2_iterations": 30}
 
     @dataclasses.dataclass(frozen=True)
-    class Config:
-        backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"  # paper: VGG-16 (no weights here)
-        weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
+    class Config(BackboneConfig):  # paper: VGG-16 with ImageNet weights
         # The release trains only the new layer on a frozen pretrained VGG-16. From scratch we keep the trunk
         # frozen too (random features): these losses reward any balanced, saturated output, and training the trunk
         # with them erased the input's structure (digits, 2,000 + 300 iterations, mAP 16/32 bits: trunk trained
@@ -67,9 +64,7 @@ class DeepBit(Method):
 
     def fit(self, x, y=None):
         c, g = self.config, self.generator()
-        torch.manual_seed(self.seed)
-        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, c.freeze_backbone)
-        self.net_.to(self.device).train()
+        self.net_ = self.network(x).train()
         step = 0
         for stage, (iterations, lr, lr_step) in enumerate(((c.stage1_iterations, c.stage1_lr, c.stage1_step),
                                                            (c.stage2_iterations, c.stage2_lr, c.stage2_step))):

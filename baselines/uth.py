@@ -16,29 +16,26 @@ fine-tunes an ImageNet-pretrained VGG-16; offline the default trains the small C
 from __future__ import annotations
 
 import dataclasses
-import typing
 
 import torch
 import torch.nn.functional as F
 
 from baselines.deepbit import sgd_stage
-from bench.backbones import HashNetwork
-from bench.deep import bit_entropy, check_finite, iteration_batches, random_affine
+from bench.backbones import DeepHashMethod
+from bench.deep import BackboneConfig, bit_entropy, check_finite, iteration_batches, random_affine
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize
+from bench.method import binarize
 
 
-class UTH(Method):
+class UTH(DeepHashMethod):
     name = "uth"
     paper = "Huang et al., ACM MM Thematic Workshops 2017"
     supervision = "none"
-    input = "images"
+    activation = "sigmoid"
     smoke = {"iterations": 80}
 
     @dataclasses.dataclass(frozen=True)
-    class Config:
-        backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"  # paper: VGG-16 (no weights here)
-        weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
+    class Config(BackboneConfig):  # paper: VGG-16 with ImageNet weights
         freeze_backbone: bool = False
         margin: float = 1.0  # not published: DeepBit-like guess (methods.md)
         rotation_degrees: float = 10.0  # positive = the anchor rotated uniformly within +-this
@@ -54,9 +51,7 @@ class UTH(Method):
 
     def fit(self, x, y=None):
         c, g = self.config, self.generator()
-        torch.manual_seed(self.seed)
-        self.net_ = HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, c.freeze_backbone)
-        self.net_.to(self.device).train()
+        self.net_ = self.network(x).train()
         opt, schedule = sgd_stage(self.net_.trainable(), c.lr, c.lr_step, c.momentum, c.weight_decay)
         for step, idx in enumerate(iteration_batches(x.shape[0], c.batch_size, c.iterations, g, x.device), 1):
             anchor_in = self.net_.backbone.prepare(x[idx])

@@ -22,7 +22,8 @@ from bench.deep import batched, to_float
 from bench.errors import BenchError, unknown
 from bench.method import Method, binarize
 
-BACKBONES = ("small_cnn", "alexnet", "vgg16")
+INPUT_SIZE = {"small_cnn": 32, "alexnet": 224, "vgg16": 224}  # square input side each backbone expects
+BACKBONES = tuple(INPUT_SIZE)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -34,10 +35,10 @@ class Backbone(nn.Module):
         super().__init__()
         if name not in BACKBONES:
             raise unknown("backbone", name, BACKBONES)
-        self.name, self.channels = name, channels
+        self.name, self.channels, self.size = name, channels, INPUT_SIZE[name]
         model = None  # the torchvision model whose layers self.net reuses (its names match named weights)
         if name == "small_cnn":
-            self.size, self.imagenet, self.dim = 32, False, 512
+            self.imagenet, self.dim = False, 512
 
             def block(a, b):
                 return [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
@@ -46,7 +47,7 @@ class Backbone(nn.Module):
         else:
             import torchvision
             model = getattr(torchvision.models, name)(weights=None)
-            self.size, self.imagenet, self.dim = 224, True, 4096
+            self.imagenet, self.dim = True, 4096
             # features -> pooling -> classifier without its 1000-way layer (fc7 features, as DeCAF7 / DeepBit)
             self.net = nn.Sequential(model.features, model.avgpool, nn.Flatten(), *list(model.classifier)[:-1])
         if weights:
@@ -146,16 +147,21 @@ class HashNetwork(nn.Module):
 
 
 class DeepHashMethod(Method):
-    """The shape the supervised deep baselines share (HashNet, DHN, DNNH, CNNH): a Config built on
-    ``bench.deep.SupervisedConfig``, a ``HashNetwork`` (``network``), trained by ``bench.deep.train_hash_network``
-    with the method's loss (``batch_loss``), codes sign(F(x)). A method file holds only its loss."""
+    """The shape of the deep methods built on one ``HashNetwork`` F (``network``). The supervised ones (HashNet,
+    DHN, DNNH, CNNH) share everything else too: a Config built on ``bench.deep.SupervisedConfig``, training by
+    ``bench.deep.train_hash_network`` with the method's loss (``batch_loss``), codes sign(F(x)); their files hold
+    only the loss. The unsupervised ones (DeepBit, UTH) bring their own ``fit`` and ``encode``."""
     input = "images"
     smoke = {"iterations": 60, "batch_size": 64}
-    activation = "linear"  # F's output squashing; the losses apply their own
+    activation = "linear"  # F's output squashing; the supervised losses apply their own
 
     def network(self, x: torch.Tensor) -> HashNetwork:
+        """A fresh F for images like ``x``, on the run's device; its initial weights follow the run seed. A Config
+        with ``freeze_backbone`` trains only the new layer."""
         c = self.config
-        return HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, activation=self.activation)
+        torch.manual_seed(self.seed)
+        return HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, getattr(c, "freeze_backbone", False),
+                           self.activation).to(self.device)
 
     def batch_loss(self, y: torch.Tensor, generator: torch.Generator):
         """The loss of a batch: a function (outputs, training indices, step) -> (loss, {term: value})."""
@@ -164,9 +170,8 @@ class DeepHashMethod(Method):
     def fit(self, x, y=None):
         from bench.deep import train_hash_network
         y = self.check_labels(y)
-        torch.manual_seed(self.seed)
         g = self.generator()
-        self.net_ = self.network(x).to(self.device)
+        self.net_ = self.network(x)
         self.training_ = train_hash_network(self.name, self.net_, x, self.config, g, self.batch_loss(y, g))
         return self
 

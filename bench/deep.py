@@ -126,15 +126,22 @@ def pairwise_likelihood(h_a: torch.Tensor, h_b: torch.Tensor, s: torch.Tensor, a
 
 
 @dataclasses.dataclass(frozen=True)
-class SupervisedConfig:
+class BackboneConfig:
+    """The fields every deep method has: which ``bench.backbones`` network, and its initial weights. The papers
+    fine-tune ImageNet-pretrained AlexNet or VGG-16; offline there are none, so the default is the small CNN from
+    scratch, and records hold these fields so a table can say which was used."""
+    backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"
+    weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedConfig(BackboneConfig):
     """The fields every supervised deep method shares (HashNet, DHN, DNNH, CNNH, and HashGAN's encoder), so they
     compare on the same backbone, optimiser and schedule. The papers fine-tune an ImageNet-pretrained AlexNet with
     SGD (momentum 0.9, weight decay 5e-4, batch 256, HashNet's 10,000 iterations with the rate halved every
     2,000, the new layer at 10x); offline there are no pretrained weights, so the default trains the small CNN
     from scratch, where the fine-tuning rates (1e-5..1e-4) do not move a random network: ``lr`` 0.01 and
     ``head_lr_mult`` 1 (every layer is new)."""
-    backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"  # paper: AlexNet (ImageNet weights)
-    weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
     iterations: int = 10_000  # HashNet's solvers
     batch_size: int = 256  # Cao et al. 4.1
     lr: float = 0.01  # from scratch (see above); paper: cross-validated in 1e-5..1e-2 for fine-tuning

@@ -167,10 +167,9 @@ def run_cell(cell: Cell, *, device="cpu", results_dir=None, data_root=None, down
 def _retrieval(method, split, protocol, cell, device):
     """Encode queries and database, rank, score: (record fields, encode seconds, evaluate seconds)."""
     real = method.ranking_distance == metrics.REAL_DISTANCE  # real-valued outputs ranked by inner product
-    check = check_outputs if real else check_codes
     t1 = time.perf_counter()
-    query_codes = check(method.encode(split.x_query), split.x_query.shape[0], cell.n_bits, method.name)
-    db_codes = check(method.encode(split.x_database), split.x_database.shape[0], cell.n_bits, method.name)
+    query_codes = check_encoded(method.encode(split.x_query), split.x_query.shape[0], cell.n_bits, method)
+    db_codes = check_encoded(method.encode(split.x_database), split.x_database.shape[0], cell.n_bits, method)
     _sync(device)
     t2 = time.perf_counter()
     if real:
@@ -191,8 +190,7 @@ def _clustering(method, split, protocol, cell, device):
     t1 = time.perf_counter()
     own = method.cluster(split.x_train)
     if own is None:
-        check = check_outputs if method.ranking_distance == metrics.REAL_DISTANCE else check_codes
-        codes = check(method.encode(split.x_train), split.x_train.shape[0], cell.n_bits, method.name)
+        codes = check_encoded(method.encode(split.x_train), split.x_train.shape[0], cell.n_bits, method)
         assignments, how = kmeans(codes.to(torch.float32), method.n_clusters, cell.seed)[0], "k-means on the codes"
     else:
         assignments, how = own, f"the method's own clusters ({method.name}.cluster)"
@@ -207,28 +205,23 @@ def _clustering(method, split, protocol, cell, device):
     return fields, t2 - t1, t3 - t2
 
 
-def check_codes(codes, n_items: int, n_bits: int, method: str) -> torch.Tensor:
-    """The contract on a method's output: a (n_items, n_bits) tensor of -1/+1, finite. Else a clear error."""
-    if not isinstance(codes, torch.Tensor):
-        raise BenchError(f"{method}.encode returned {type(codes).__name__}, expected a torch.Tensor")
-    if codes.is_floating_point() and not torch.isfinite(codes).all():
-        raise BenchError(f"{method} produced NaN or inf codes (diverged?); nothing was stored")
-    if tuple(codes.shape) != (n_items, n_bits):
-        raise BenchError(f"{method}.encode returned shape {tuple(codes.shape)}, expected ({n_items}, {n_bits})")
-    if not ((codes == 1) | (codes == -1)).all():
-        raise BenchError(f"{method}.encode returned values other than -1/+1")
-    return codes.to(torch.int8)
-
-
-def check_outputs(outputs, n_items: int, n_bits: int, method: str) -> torch.Tensor:
-    """The contract on a method that ranks real-valued outputs (``ranking_distance == "inner_product"``)."""
-    if not isinstance(outputs, torch.Tensor) or not outputs.is_floating_point():
-        raise BenchError(f"{method}.encode must return a float tensor of real-valued outputs")
+def check_encoded(outputs, n_items: int, n_bits: int, method) -> torch.Tensor:
+    """The contract on ``method.encode``'s result, else a clear error: a finite (n_items, n_bits) tensor; of -1/+1
+    (returned as int8) for a code method, of floats for one that ranks real outputs (``ranking_distance ==
+    "inner_product"``)."""
+    name, real = method.name, method.ranking_distance == metrics.REAL_DISTANCE
+    if not isinstance(outputs, torch.Tensor) or (real and not outputs.is_floating_point()):
+        raise BenchError(f"{name}.encode returned {type(outputs).__name__} {getattr(outputs, 'dtype', '')}, "
+                         f"expected a {'float ' if real else ''}torch.Tensor")
     if tuple(outputs.shape) != (n_items, n_bits):
-        raise BenchError(f"{method}.encode returned shape {tuple(outputs.shape)}, expected ({n_items}, {n_bits})")
-    if not torch.isfinite(outputs).all():
-        raise BenchError(f"{method} produced NaN or inf outputs (diverged?); nothing was stored")
-    return outputs
+        raise BenchError(f"{name}.encode returned shape {tuple(outputs.shape)}, expected ({n_items}, {n_bits})")
+    if outputs.is_floating_point() and not torch.isfinite(outputs).all():
+        raise BenchError(f"{name} produced NaN or inf outputs (diverged?); nothing was stored")
+    if real:
+        return outputs
+    if not ((outputs == 1) | (outputs == -1)).all():
+        raise BenchError(f"{name}.encode returned values other than -1/+1")
+    return outputs.to(torch.int8)
 
 
 def _sync(device: str) -> None:

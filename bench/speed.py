@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from bench.errors import unknown
 from bench.metrics import evaluate
 from bench.reference import reference_evaluate
 
@@ -85,10 +86,12 @@ def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbon
     import torchvision.transforms as T
     from PIL import Image
 
-    from bench.backbones import HashNetwork
+    from bench.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, HashNetwork
     from bench.deep import SupervisedConfig, iteration_batches, pair_weights, pairwise_likelihood, random_crop_flip, sgd
     from bench.method import similarity
 
+    if backbone not in BACKBONES:  # before loading anything
+        raise unknown("backbone", backbone, BACKBONES)
     split = load_split_for(protocol, device, data_root)
     x, y = split.x_train, split.y_train
     steps = iterations or max(1, x.shape[0] // batch_size)
@@ -124,10 +127,9 @@ def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbon
         sync()
         return time.perf_counter() - t
 
-    size = HashNetwork(backbone, x.shape[1], "", n_bits).backbone.size
+    size = INPUT_SIZE[backbone]
     images, labels = x.cpu().numpy(), y.cpu()
-    mean_std = ([0.5] * x.shape[1], [0.5] * x.shape[1]) if backbone == "small_cnn" else \
-        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    mean_std = ([0.5] * x.shape[1], [0.5] * x.shape[1]) if backbone == "small_cnn" else (IMAGENET_MEAN, IMAGENET_STD)
     crop = round(images.shape[-1] * config.crop)
     transform = T.Compose([T.RandomCrop(crop), T.RandomHorizontalFlip(), T.Resize((size, size)), T.ToTensor(),
                            T.Normalize(*mean_std)])

@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.backbones import HashNetwork
+from bench.backbones import DeepHashMethod
 from bench.deep import (SupervisedConfig, check_finite, iteration_batches, pair_weights,
                         pairwise_likelihood, random_crop_flip, sgd, to_float)
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize, label_matrix, similarity
+from bench.method import binarize, label_matrix, similarity
 from bench.metrics import REAL_DISTANCE
 
 GAN_SIZE = 32
@@ -114,11 +114,11 @@ def cosine_quantization(h: torch.Tensor) -> torch.Tensor:
     return (h.abs().sum(1) / (h.shape[1] ** 0.5 * h.norm(dim=1).clamp(min=1e-12))).mean()
 
 
-class HashGANCao(Method):
+class HashGANCao(DeepHashMethod):
     name = "hashgan-cao2018"
     paper = "Cao et al., CVPR 2018"
     supervision = "pairs"
-    input = "images"
+    activation = "tanh"  # F: tanh K-layer (Sec. 3.3)
     uses_unlabelled = True
     smoke = {"iterations": 60, "batch_size": 32, "gan_width": 16, "n_critic": 1, "gan_iterations": 10}
 
@@ -223,9 +223,8 @@ class HashGANCao(Method):
     def fit(self, x, y=None, unlabelled=None):
         c, y = self.config, self.check_labels(y)
         g = self.generator()
-        torch.manual_seed(self.seed)
         channels = x.shape[1]
-        self.net_ = HashNetwork(c.backbone, channels, c.weights, self.n_bits, activation="tanh").to(self.device)
+        self.net_ = self.network(x)
         if c.encoder_optimizer == "sgd":
             opt_f, schedule_f = sgd(self.net_, c)
         else:  # the code: Adam 1e-4 (0, 0.9), linear decay to 0

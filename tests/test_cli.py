@@ -166,6 +166,12 @@ def test_bench_loader_reports_both_pipelines(capsys):
     assert report["dataloader_images_per_s"] > 0 and report["speedup"] > 0
 
 
+def test_bench_loader_names_an_unknown_backbone(capsys):
+    assert main(["bench-loader", "--dataset", "digits", "--backbone", "resnet", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "'resnet'" in err and "small_cnn" in err
+
+
 def test_per_class_sample_grid_of_a_pair_conditional_generator(tmp_path):
     out = tmp_path / "figures"
     assert main(["plot", "samples", "--method", "hashgan-cao2018", "--dataset", "digits", "--bits", "8", "--set",

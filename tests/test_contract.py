@@ -9,7 +9,7 @@ from bench.errors import BenchError
 from bench.method import TASKS, make_config
 from bench.metrics import REAL_DISTANCE, evaluate, evaluate_real
 from bench.registry import get_registry
-from bench.runner import DEFAULT_VIEW, check_codes, check_outputs
+from bench.runner import DEFAULT_VIEW, check_encoded
 from conftest import needs_cuda
 
 ALL_METHODS = sorted(get_registry().methods.values(), key=lambda m: m.name)
@@ -57,11 +57,9 @@ def test_fit_returns_self_and_codes_obey_the_contract(cls, n_bits):
     method, split = fitted(cls, n_bits)
     assert isinstance(method, cls)
     codes = method.encode(split.x_database)
-    if method.ranking_distance == REAL_DISTANCE:
-        check_outputs(codes, split.x_database.shape[0], n_bits, cls.name)
-        return
-    assert codes.dtype == torch.int8 and codes.shape == (split.x_database.shape[0], n_bits)
-    check_codes(codes, split.x_database.shape[0], n_bits, cls.name)
+    check_encoded(codes, split.x_database.shape[0], n_bits, method)
+    if method.ranking_distance != REAL_DISTANCE:
+        assert codes.dtype == torch.int8
 
 
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)

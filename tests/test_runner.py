@@ -96,7 +96,23 @@ class WrongShape(Diverges):
         return torch.ones(x.shape[0], self.n_bits + 1, dtype=torch.int8)
 
 
-@pytest.mark.parametrize("cls,message", [(Diverges, "NaN or inf"), (WrongShape, "shape")])
+class NotBinary(Diverges):
+    name = "not-binary"
+
+    def encode(self, x):
+        return torch.zeros(x.shape[0], self.n_bits, dtype=torch.int8)
+
+
+class IntegerOutputs(Diverges):
+    name = "integer-outputs"
+    ranking_distance = "inner_product"  # promises real-valued outputs
+
+    def encode(self, x):
+        return torch.ones(x.shape[0], self.n_bits, dtype=torch.int8)
+
+
+@pytest.mark.parametrize("cls,message", [(Diverges, "NaN or inf"), (WrongShape, "shape"),
+                                         (NotBinary, "other than -1/\\+1"), (IntegerOutputs, "expected a float")])
 def test_a_bad_method_output_is_an_error_and_stores_nothing(cls, message, results_dir, monkeypatch):
     monkeypatch.setitem(get_registry().methods, cls.name, cls)
     with pytest.raises(BenchError, match=message):
