@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table to this file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="show runs with this Config field changed (e.g. a reduced schedule), for the rows whose "
-                        "method has it")
+                        "method has it; METHOD.KEY=VALUE for one method's rows only")
 
     p = sub.add_parser("plot", help="draw the papers' figures from stored runs (PNG and PDF)")
     _data_options(p)
@@ -202,11 +202,16 @@ def cmd_table(args) -> None:
     from bench.tables import render
     spec = get_registry().table(args.name)
     overrides = dict(_parse_sets(args.set))
-    fields = {f.name for row in spec.rows if row["method"] in get_registry().methods
-              for f in dataclasses.fields(get_registry().methods[row["method"]].Config)}
+    methods = get_registry().methods
+    fields = {row["method"]: {f.name for f in dataclasses.fields(methods[row["method"]].Config)}
+              for row in spec.rows if row["method"] in methods}
     for key in overrides:
-        if key not in fields:
-            raise unknown(f"--set key for the methods of {spec.name}", key, sorted(fields))
+        method, _, field = key.rpartition(".")
+        if method and method not in fields:
+            raise unknown(f"method in --set key {key!r} of {spec.name}", method, sorted(fields))
+        valid = fields[method] if method else set().union(*fields.values())
+        if field not in valid:
+            raise unknown(f"--set key for {method or 'the methods of ' + spec.name}", field, sorted(valid))
     text = render(spec, args.format, args.results, overrides)
     print(text)
     if args.out:

@@ -94,15 +94,23 @@ def overrides_key(overrides: dict | None) -> str | None:
     return None if overrides is None else json.dumps(overrides, sort_keys=True)[1:-1]
 
 
+def scoped(overrides: dict, method: str) -> dict:
+    """The overrides meant for ``method``: plain keys (``iterations``) for every method, and ``METHOD.key`` ones
+    (``hashgan-cao2018-official.gan_iterations``) for that method only, winning over a plain key."""
+    plain = {k: v for k, v in overrides.items() if "." not in k}
+    return {**plain, **{k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith(method + ".")}}
+
+
 def wanted_overrides(method: str, overrides: dict) -> str:
     """The ``overrides_key`` of the runs of ``method`` made with the fields of ``overrides`` it has (values may be
-    ``--set`` strings, parsed by the field's type) and every other field at its default."""
+    ``--set`` strings, parsed by the field's type; keys plain or ``METHOD.key``, see ``scoped``) and every other
+    field at its default."""
     import dataclasses
     from bench.method import make_config
     from bench.registry import get_registry
     cls = get_registry().methods.get(method)
     fields = {f.name for f in dataclasses.fields(cls.Config)} if cls else set()
-    wanted = {k: v for k, v in overrides.items() if k in fields}
+    wanted = {k: v for k, v in scoped(overrides, method).items() if k in fields}
     if not wanted:
         return overrides_key({})
     return overrides_key(_differences(_as_stored(make_config(cls, wanted)), _as_stored(cls.Config())))

@@ -185,3 +185,12 @@ def test_ablation_rows_and_table_wide_overrides_pick_their_runs(results_dir):
     assert any("iterations=20" in n for n in table["notes"])
     assert all(c is None for label, cs in build(spec, results_dir)["rows"] if label.endswith("(ours)") for c in cs)
     assert json.dumps(records[1]["config"]["beta"]) == "0.0"
+
+    # A METHOD.key override reaches that method's rows only: the authors' two-stage variant with its own GAN
+    # schedule beside the paper's joint one.
+    [official] = run_grid([Cell("hashgan-cao2018-official", "digits", 8, 0, SMOKE + (("gan_iterations", "5"),))],
+                          results_dir=results_dir, log=lambda s: None)
+    table = build(spec, results_dir, {**dict(SMOKE), "hashgan-cao2018-official.gan_iterations": "5"})
+    ours = {label: cells[0] for label, cells in table["rows"] if label.endswith("(ours)")}
+    assert ours["HashGAN, the authors' code (ours)"][0] == pytest.approx(100 * official["metrics"]["map"])
+    assert ours["HashGAN (ours)"][0] == pytest.approx(100 * records[0]["metrics"]["map"])

@@ -150,6 +150,9 @@ def test_plots_are_drawn_from_stored_runs_as_png_and_pdf(capsys, tmp_path, resul
     (["plot", "pn", "--dataset", "digits", "--set", "iterations=5", "--results", "/nonexistent"],
      "no stored retrieval runs on 'digits' with iterations=5"),
     (["table", "cao2018-table2", "--set", "nosuch=1"], "unknown --set key for the methods of cao2018-table2 'nosuch'"),
+    (["table", "cao2018-table2", "--set", "hashnet.iterations=5"], "unknown method in --set key 'hashnet.iterations'"),
+    (["table", "cao2018-table2", "--set", "hashgan-cao2018.lr_steps=5"],
+     "unknown --set key for hashgan-cao2018 'lr_steps'; did you mean 'lr_step'"),
     (["plot", "tsne", "--method", "itq", "--method", "lsh"], "needs exactly one --method; got 2"),
 ])
 def test_bad_plot_requests_are_named(capsys, argv, message):
