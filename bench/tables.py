@@ -135,7 +135,7 @@ def build(spec: TableSpec, results_dir=None, overrides: dict | None = None) -> d
         if values and not c.is_time:
             best.add((max(values, key=lambda v: v[1])[0], j))
     scale = f"Values x{spec.scale:g}. " if spec.scale != 1 else ""
-    notes = [f"Source: {spec.source}. {scale}Ours: mean ± std over seeds, then (ours - paper)."]
+    notes = [f"Source: {spec.source}. {scale}Ours: mean ± std over seeds (no ± where one seed), then (ours - paper)."]
     if overrides:
         notes.append("Ours are runs with " + ", ".join(f"{k}={v}" for k, v in overrides.items()) +
                      " (not the default config) in the rows whose method has those settings.")
@@ -172,7 +172,8 @@ def _fmt_ours(cell, latex: bool, bold: bool, is_time: bool = False, decimals: in
     diff = "" if paper is None else f" ({mean - paper:+.{decimals}f})"
     if latex:
         diff = diff.replace("-", "$-$")
-    return f"{value} {pm} {std:.{decimals}f}{diff}"
+    spread = f" {pm} {std:.{decimals}f}" if n > 1 else ""  # one seed has no spread to show
+    return f"{value}{spread}{diff}"
 
 
 def render(spec: TableSpec, fmt: str = "markdown", results_dir=None, overrides: dict | None = None) -> str:

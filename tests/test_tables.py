@@ -90,6 +90,8 @@ def test_a_cell_stored_twice_counts_once(digits_table, results_dir):
     (results_dir / "runs" / "itq_older.json").write_text(json.dumps(older))
     mean, std, n, _ = row(build(digits_table, results_dir), "ITQ (ours)")[0]
     assert n == 1 and mean == pytest.approx(100 * record["metrics"]["map"])
+    ours = next(line for line in render(digits_table, "markdown", results_dir).splitlines() if "ITQ (ours)" in line)
+    assert f"{mean:.2f}" in ours and "±" not in ours  # one seed: no spread shown
 
 
 def test_only_runs_of_todays_default_config_enter_a_table(digits_table, results_dir):
