@@ -150,7 +150,7 @@ class DeepHashMethod(Method):
     """The shape of the deep methods built on one ``HashNetwork`` F (``network``). The supervised ones (HashNet,
     DHN, DNNH, CNNH) share everything else too: a Config built on ``bench.deep.SupervisedConfig``, training by
     ``bench.deep.train_hash_network`` with the method's loss (``batch_loss``), codes sign(F(x)); their files hold
-    only the loss. The unsupervised ones (DeepBit, UTH) bring their own ``fit`` and ``encode``."""
+    only the loss. DeepBit, UTH and HashGAN (Cao) bring their own ``fit`` and ``encode``."""
     input = "images"
     smoke = {"iterations": 60, "batch_size": 64}
     activation = "linear"  # F's output squashing; the supervised losses apply their own
