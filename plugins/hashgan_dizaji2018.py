@@ -121,7 +121,11 @@ class HashGANDizaji(Method):
         # Two weights depart from "all 1", chosen on the validation split (MNIST, 16 bits, 10 epochs, 8 settings;
         # results/runs, issue note): with w_entropy = 1 every output saturates in the first epoch, before the codes
         # carry any structure (validation mAP 0.12, chance 0.10); 0.1 with a near-orthonormal hash layer
-        # (w_independent = 100) reached 0.41 and was still rising.
+        # (w_independent = 100) reached 0.41 and was still rising. At 64 bits these weights can collapse: every t
+        # sits at 0.5 from the first epochs (entropy term = K ln 2, collaborative = K/4), where the entropy term has
+        # no gradient and the consistent and collaborative terms hold t there, so every code is the same. Scaling
+        # the per-bit terms by 16/K and the K x K Gram term by (16/K)^2 (--set w_entropy=0.025 ... at 64 bits) keeps
+        # their push on the trunk shared with D, against the adversarial loss, as at 16 bits (issue note, Table 1).
         w_entropy: float = 0.1  # minimum-entropy bits
         w_uniform: float = 1.0  # uniform-frequency bits
         w_consistent: float = 1.0  # consistent bits

@@ -1,0 +1,41 @@
+#!/bin/bash
+# Re-renders every committed table and figure from results/runs/ (run from the repository root after adding runs).
+# Besides each paper table at the default configs, a reduced variant shows the runs at the schedules used when no
+# GPU was lent (CPU, this repository's runs):
+#   cao2018-table{1,2}-cpu500: 500 iterations of batch 64, GAN nets of width 16 with one critic step, and the
+#     authors'-code variant with 500 GAN iterations before F;
+#   dizaji2018-table{1,2}-cpu: HashGAN for 10 epochs, DeepBit and UTH at a tenth of their solver iterations.
+# results/tables/renders.json lists the variants and their settings so tests/test_tables.py re-checks them.
+set -euo pipefail
+CAO=(iterations=500 batch_size=64 gan_width=16 n_critic=1)
+DIZAJI=(hashgan-dizaji.epochs=10 deepbit.stage1_iterations=5000 deepbit.stage2_iterations=500 uth.iterations=5000)
+manifest="{"
+render() {  # table, suffix, settings...
+  local t=$1 suffix=$2; shift 2
+  local sets=() kv
+  for kv in "$@"; do sets+=(--set "$kv"); done
+  bench table "$t" --out "results/tables/$t.md" > /dev/null
+  bench table "$t" --format latex --out "results/tables/$t.tex" > /dev/null
+  bench table "$t" "${sets[@]}" --out "results/tables/$t-$suffix.md" > /dev/null
+  bench table "$t" "${sets[@]}" --format latex --out "results/tables/$t-$suffix.tex" > /dev/null
+  local set_json
+  set_json=$(printf '"%s": "%s", ' $(for kv in "$@"; do echo "${kv%%=*} ${kv#*=}"; done))
+  manifest+="\"$t-$suffix.md\": {\"table\": \"$t\", \"set\": {${set_json%, }}}, "
+}
+render cao2018-table1 cpu500 "${CAO[@]}"
+render cao2018-table2 cpu500 "${CAO[@]}" hashgan-cao2018-official.gan_iterations=500  # its authors'-code row
+render dizaji2018-table1 cpu "${DIZAJI[@]}"
+render dizaji2018-table2 cpu hashgan-dizaji.epochs=10
+python3 -c "import json, sys; print(json.dumps(json.loads(sys.argv[1]), indent=1))" "${manifest%, }}" \
+  > results/tables/renders.json
+
+METHODS=(--method hashgan-cao2018 --method hashnet --method dhn --method dnnh --method cnnh)
+SETS=(--set iterations=500 --set batch_size=64 --set gan_width=16 --set n_critic=1)
+bench plot ph2 --dataset cifar10-cao2018 --bits 16 32 48 64 "${SETS[@]}" "${METHODS[@]}"
+bench plot pr --dataset cifar10-cao2018 --bits 16 32 64 "${SETS[@]}" "${METHODS[@]}"
+bench plot pn --dataset cifar10-cao2018 --bits 16 32 64 "${SETS[@]}" "${METHODS[@]}"
+
+METHODS=(--method hashgan-dizaji --method dh --method itq --method sph --method speh --method pcah --method lsh)
+bench plot pr --dataset mnist-dizaji2018 --bits 16 32 64 --set hashgan-dizaji.epochs=10 "${METHODS[@]}"
+bench plot tsne --dataset mnist-dizaji2018 --bits 32 --method hashgan-dizaji --set epochs=10
+bench plot samples --dataset mnist-dizaji2018 --bits 32 --method hashgan-dizaji --set epochs=10
