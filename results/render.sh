@@ -37,5 +37,6 @@ bench plot pn --dataset cifar10-cao2018 --bits 16 32 64 "${SETS[@]}" "${METHODS[
 
 METHODS=(--method hashgan-dizaji --method dh --method itq --method sph --method speh --method pcah --method lsh)
 bench plot pr --dataset mnist-dizaji2018 --bits 16 32 64 --set hashgan-dizaji.epochs=10 "${METHODS[@]}"
+# t-SNE and samples need the fitted model: read from the run's checkpoint in the cache, else trained again
 bench plot tsne --dataset mnist-dizaji2018 --bits 32 --method hashgan-dizaji --set epochs=10
 bench plot samples --dataset mnist-dizaji2018 --bits 32 --method hashgan-dizaji --set epochs=10
