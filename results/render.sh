@@ -8,12 +8,16 @@
 # results/tables/renders.json lists the variants and their settings so tests/test_tables.py re-checks them.
 set -euo pipefail
 CAO=(iterations=500 batch_size=64 gan_width=16 n_critic=1)
-DIZAJI=(hashgan-dizaji.epochs=10 deepbit.stage1_iterations=5000 deepbit.stage2_iterations=500 uth.iterations=5000)
+HASHGAN_DIZAJI=hashgan-dizaji.epochs=10
+DIZAJI=("$HASHGAN_DIZAJI" deepbit.stage1_iterations=5000 deepbit.stage2_iterations=500 uth.iterations=5000)
+as_sets() {  # KEY=VALUE... -> the global array SETS of --set KEY=VALUE arguments
+  SETS=(); local kv
+  for kv in "$@"; do SETS+=(--set "$kv"); done
+}
 manifest="{"
 render() {  # table, suffix, settings...
   local t=$1 suffix=$2; shift 2
-  local sets=() kv
-  for kv in "$@"; do sets+=(--set "$kv"); done
+  as_sets "$@"; local sets=("${SETS[@]}")
   bench table "$t" --out "results/tables/$t.md" > /dev/null
   bench table "$t" --format latex --out "results/tables/$t.tex" > /dev/null
   bench table "$t" "${sets[@]}" --out "results/tables/$t-$suffix.md" > /dev/null
@@ -25,18 +29,20 @@ render() {  # table, suffix, settings...
 render cao2018-table1 cpu500 "${CAO[@]}"
 render cao2018-table2 cpu500 "${CAO[@]}" hashgan-cao2018-official.gan_iterations=500  # its authors'-code row
 render dizaji2018-table1 cpu "${DIZAJI[@]}"
-render dizaji2018-table2 cpu hashgan-dizaji.epochs=10
+render dizaji2018-table2 cpu "$HASHGAN_DIZAJI"
 python3 -c "import json, sys; print(json.dumps(json.loads(sys.argv[1]), indent=1))" "${manifest%, }}" \
   > results/tables/renders.json
 
 METHODS=(--method hashgan-cao2018 --method hashnet --method dhn --method dnnh --method cnnh)
-SETS=(--set iterations=500 --set batch_size=64 --set gan_width=16 --set n_critic=1)
+as_sets "${CAO[@]}"
 bench plot ph2 --dataset cifar10-cao2018 --bits 16 32 48 64 "${SETS[@]}" "${METHODS[@]}"
 bench plot pr --dataset cifar10-cao2018 --bits 16 32 64 "${SETS[@]}" "${METHODS[@]}"
 bench plot pn --dataset cifar10-cao2018 --bits 16 32 64 "${SETS[@]}" "${METHODS[@]}"
 
 METHODS=(--method hashgan-dizaji --method dh --method itq --method sph --method speh --method pcah --method lsh)
-bench plot pr --dataset mnist-dizaji2018 --bits 16 32 64 --set hashgan-dizaji.epochs=10 "${METHODS[@]}"
-# t-SNE and samples need the fitted model: read from the run's checkpoint in the cache, else trained again
-bench plot tsne --dataset mnist-dizaji2018 --bits 32 --method hashgan-dizaji --set epochs=10
-bench plot samples --dataset mnist-dizaji2018 --bits 32 --method hashgan-dizaji --set epochs=10
+bench plot pr --dataset mnist-dizaji2018 --bits 16 32 64 --set "$HASHGAN_DIZAJI" "${METHODS[@]}"
+# t-SNE and samples need the fitted model: read from the run's checkpoint in the cache, else trained again. Their
+# --set names one method's own field, without the method prefix.
+for kind in tsne samples; do
+  bench plot $kind --dataset mnist-dizaji2018 --bits 32 --method hashgan-dizaji --set "${HASHGAN_DIZAJI#hashgan-dizaji.}"
+done
