@@ -8,7 +8,7 @@ each column is bold. Footnotes come from the records used.
 Which runs enter: those of the row's method whose config is the default except for the row's ``set`` (an
 ablation row, e.g. HashGAN-Q = ``{"beta": 0}``) and the table-wide overrides given to ``build``/``render``
 (``bench table NAME --set iterations=500``: a reduced schedule; each applies to the rows whose method has that
-field, and the notes say so).
+field, and the notes say so; a row's own ``set`` wins over them).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tabulate import tabulate
 
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.results import load_results, wanted_overrides
+from bench.results import load_results, scoped, wanted_overrides
 
 PUBLISHED = Path(__file__).parent / "published"
 METRIC_LABELS = {"map": "mAP", "map_tie_aware": "mAP (tie-aware)", "p@h<=2": "P@H<=2", "nmi": "NMI", "acc": "ACC"}
@@ -89,7 +89,8 @@ def _runs(frame: pd.DataFrame, row: dict, extra: dict) -> pd.DataFrame:
     """The frame's rows (one per run and metric) that fill a table row."""
     if frame.empty:
         return frame
-    wanted = wanted_overrides(row["method"], {**extra, **row.get("set", {})})
+    # The row's own fields win over the table-wide ones, which may name the method (``METHOD.key``).
+    wanted = wanted_overrides(row["method"], {**scoped(extra, row["method"]), **row.get("set", {})})
     return frame[(frame["method"] == row["method"]) & (frame["overrides"] == wanted)]
 
 

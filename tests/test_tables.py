@@ -108,3 +108,17 @@ def test_only_runs_of_todays_default_config_enter_a_table(digits_table, results_
     from bench.results import is_current_default
     assert is_current_default(dict(record, config={})) and not is_current_default(older)
     assert not is_current_default(dict(record, config={"n_iter": 50, "removed_field": 1}))
+
+
+def test_a_rows_own_setting_wins_over_the_tables(digits_table, results_dir):
+    """A row with its own ``set`` (an ablation) keeps its runs when the table asks for another value of the same
+    field, whether the table names the method (``itq.n_iter``) or not."""
+    spec = dataclasses.replace(digits_table, rows=digits_table.rows + (
+        {"method": "itq", "label": "ITQ, 10 iterations", "published": {}, "set": {"n_iter": 10}},))
+    [record] = run_grid([Cell("itq", "digits", 16, 0, overrides=(("n_iter", "10"),))], results_dir=results_dir,
+                        log=lambda s: None)
+    for table_wide in ({"itq.n_iter": 20}, {"n_iter": 20}):
+        table = build(spec, results_dir, table_wide)
+        mean, _, n, _ = row(table, "ITQ, 10 iterations (ours)")[0]
+        assert n == 1 and mean == pytest.approx(100 * record["metrics"]["map"])
+        assert row(table, "ITQ (ours)")[0] is None  # no run at n_iter=20
