@@ -7,6 +7,7 @@
 #   dizaji2018-table{1,2}-cpu: HashGAN for 10 epochs, DeepBit and UTH at a tenth of their solver iterations.
 # HashGAN-Dizaji's CIFAR-10 runs use the DCGAN nets for 5 epochs (a row of its own in dizaji2018-table1, and the
 # CIFAR-10 figures below).
+# dizaji2018-ablation: HashGAN-Dizaji's MNIST 16-bit ablations at 10 epochs (every row sets its own fields).
 # results/tables/renders.json lists the variants and their settings so tests/test_tables.py re-checks them.
 set -euo pipefail
 CAO=(iterations=500 batch_size=64 gan_width=16 n_critic=1)
@@ -33,6 +34,9 @@ render cao2018-table1 cpu500 "${CAO[@]}"
 render cao2018-table2 cpu500 "${CAO[@]}" hashgan-cao2018-official.gan_iterations=500  # its authors'-code row
 render dizaji2018-table1 cpu "${DIZAJI[@]}"
 render dizaji2018-table2 cpu "$HASHGAN_DIZAJI"
+# The ablation table's rows name their own schedule: no reduced variant.
+bench table dizaji2018-ablation --out results/tables/dizaji2018-ablation.md > /dev/null
+bench table dizaji2018-ablation --format latex --out results/tables/dizaji2018-ablation.tex > /dev/null
 python3 -c "import json, sys; print(json.dumps(json.loads(sys.argv[1]), indent=1))" "${manifest%, }}" \
   > results/tables/renders.json
 
