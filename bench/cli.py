@@ -160,9 +160,10 @@ def cmd_run(args) -> None:
 
 
 def summary(records: list[dict]) -> str:
-    """Mean +- std over seeds per (method, bits) of the main metrics, x100, and the mean fit time."""
+    """Mean +- std over seeds per (method, bits) of the main metrics, x100, and the mean fit time (of the fits done
+    in one process: a resumed fit's seconds cover only its resumed part)."""
     import pandas as pd
-    rows = [{"method": r["method"], "bits": r["n_bits"], **r["metrics"], "fit s": r["timings"]["fit_s"]}
+    rows = [{"method": r["method"], "bits": r["n_bits"], **r["metrics"], "fit s": r["timings"].get("fit_s")}
             for r in records]
     frame = pd.DataFrame(rows)
     metrics = [c for c in frame.columns if c.startswith(("map", "p@h")) or c in ("nmi", "acc")]
@@ -170,7 +171,7 @@ def summary(records: list[dict]) -> str:
     for (method, bits), g in frame.groupby(["method", "bits"], sort=False):
         cells = ["-" if g[m].isna().all() else f"{100 * g[m].mean():.2f} ± {100 * g[m].std(ddof=1):.2f}"
                  if len(g) > 1 else f"{100 * g[m].mean():.2f}" for m in metrics]
-        out.append([method, bits, len(g), *cells, f"{g['fit s'].mean():.2f}"])
+        out.append([method, bits, len(g), *cells, "-" if g["fit s"].isna().all() else f"{g['fit s'].mean():.2f}"])
     return tabulate(out, headers=["method", "bits", "seeds", *metrics, "fit s"], disable_numparse=True)
 
 

@@ -142,7 +142,8 @@ def build(spec: TableSpec, results_dir=None, overrides: dict | None = None) -> d
                      " (not the default config) in the rows whose method has those settings.")
     if spec.speed_bits:
         notes.append(f"Times: mean seconds to fit (training set) and to encode (queries and database) at "
-                     f"{spec.speed_bits} bits, on the device each run used (its environment is in the record).")
+                     f"{spec.speed_bits} bits, on the device each run used (its environment is in the record); a fit "
+                     f"resumed from a checkpoint has no fit time (its seconds cover only the resumed part).")
     for b in spec.blocks:
         seeds, devices = [], set()
         for row, runs in used:

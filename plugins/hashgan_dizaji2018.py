@@ -285,7 +285,7 @@ class HashGANDizaji(Method):
                              "best_epoch": best.epoch, "best_state": best.state, "log": log, "epoch": epoch + 1})
         best.restore(modules)
         self.training_ = {
-            "epochs_run": c.epochs, "kept_epoch": best.epoch,
+            "epochs_run": c.epochs, "kept_epoch": best.epoch, "resumed_from_epoch": start,
             "selection": (f"highest mAP on the validation split ({validation.describe()}), checked every "
                           f"{c.select_every} epoch(s)" if validation is not None else "last epoch (no validation)"),
             "log": log}

@@ -120,6 +120,7 @@ def test_hashgan_records_its_selection_and_resumes_from_a_checkpoint(images, tmp
     resumed.fit(x, validation=val)
     log = resumed.training_["log"]
     assert [e["epoch"] for e in log] == [1, 2, 3] and log[:2] == first.training_["log"]
+    assert (first.training_["resumed_from_epoch"], resumed.training_["resumed_from_epoch"]) == (0, 2)
     assert resumed.training_["kept_epoch"] == max(log, key=lambda e: e["validation_map"])["epoch"]
     assert "validation split" in resumed.training_["selection"]
 

@@ -45,6 +45,17 @@ def test_stored_cells_are_skipped_unless_forced(results_dir):
     assert ran_forced and forced["metrics"] == first["metrics"] and forced["created"] >= first["created"]
 
 
+def test_a_resumed_fit_keeps_its_partial_time_apart_from_full_fits(results_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))  # the training checkpoint goes there
+    cell = Cell("hashgan-dizaji", "digits", 8, 0, (("epochs", 1), ("batch_size", 64)))
+    fresh, _ = run_cell(cell, results_dir=results_dir)
+    resumed, _ = run_cell(cell, results_dir=results_dir, force=True)  # resumes at the checkpoint's last epoch
+    assert fresh["training"]["resumed_from_epoch"] == 0 and "fit_s" in fresh["timings"]
+    assert resumed["training"]["resumed_from_epoch"] == 1
+    assert "fit_s" not in resumed["timings"] and "fit_resumed_s" in resumed["timings"]
+    assert resumed["metrics"]["map"] == pytest.approx(fresh["metrics"]["map"])  # same model, restored
+
+
 def test_a_killed_write_leaves_no_partial_record(results_dir, monkeypatch):
     path = results_dir / "runs" / "x.json"
 
