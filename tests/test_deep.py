@@ -141,9 +141,26 @@ def test_hashgan_run_record_says_which_epoch_was_kept(results_dir):
 
 def test_hashgan_no_gan_ablation_and_options_run(images):
     x = images.x_train[:128]
-    for over in ({"use_gan": False}, {"arch": "dcgan"}, {"collab": "triplet", "generator_loss": "minimax"}):
+    for over in ({"use_gan": False}, {"arch": "dcgan"}, {"collab": "triplet", "generator_loss": "minimax"},
+                 {"perturbation": "vat"}):
         codes = smoke(8, epochs=1, **over).fit(x).encode(images.x_query)
         assert codes.shape == (images.x_query.shape[0], 8)
+
+
+def test_hashgan_virtual_adversarial_copy_has_size_eps_and_moves_codes_more_than_a_random_step(images):
+    m = smoke(8, epochs=1, perturbation="vat", vat_eps=1.0).fit(images.x_train[:64])
+    real = m._images(images.x_train[:64])
+    adversarial = m._virtual_adversarial(real, torch.Generator().manual_seed(1))
+    assert m.heads_.training  # the probe switched the noise layers off and back on
+    steps = (adversarial - real).flatten(1).norm(dim=1)
+    assert torch.allclose(steps, torch.ones_like(steps), atol=1e-4)
+    random = torch.randn(real.shape, generator=torch.Generator().manual_seed(2))
+    random = real + random / random.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    m.heads_.eval()
+    with torch.no_grad():
+        t = torch.sigmoid(m.heads_(real)[2])
+        moved = [float(((torch.sigmoid(m.heads_(v)[2]) - t) ** 2).sum()) for v in (adversarial, random)]
+    assert moved[0] > 3 * moved[1]
 
 
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
