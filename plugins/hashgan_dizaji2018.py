@@ -187,16 +187,20 @@ class HashGANDizaji(Method):
         the net's sensitivity, not a difference of two noise draws."""
         c = self.config
 
-        def unit(v):
-            return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (v.ndim - 1))
+        def unit(v):  # each image's perturbation scaled to L2 norm 1
+            return F.normalize(v.flatten(1), dim=1).view_as(v)
         self.heads_.eval()
         with torch.no_grad():
-            t = torch.sigmoid(self.heads_(real)[2])
+            t = self._bit_probabilities(real)
         probe = (c.vat_xi * unit(torch.randn(real.shape, generator=g).to(real.device))).requires_grad_()
-        change = ((torch.sigmoid(self.heads_(real + probe)[2]) - t) ** 2).sum()
+        change = ((self._bit_probabilities(real + probe) - t) ** 2).sum()
         direction, = torch.autograd.grad(change, probe)
         self.heads_.train()
         return (real + c.vat_eps * unit(direction)).detach()
+
+    def _bit_probabilities(self, images):
+        """E's sigmoid outputs t in [0, 1]^K for images already in [-1, 1] (see _images)."""
+        return torch.sigmoid(self.heads_(images)[2])
 
     def _collaborative(self, t_fake, bits, g):
         """Eq. collaborative: the code E gives a synthetic image should be the binary input it was made from."""
@@ -259,7 +263,7 @@ class HashGANDizaji(Method):
                 # ---- D/E step: adversarial (D head) + hashing (E head, real images) + collaborative (fakes)
                 feat_real, logit_real, hash_real = self.heads_(real)
                 t = torch.sigmoid(hash_real)
-                t_aug = torch.sigmoid(self.heads_(perturbed)[2])
+                t_aug = self._bit_probabilities(perturbed)
                 hashing, terms = self._hashing_loss(t, t_aug)
                 loss_de = hashing
                 if c.cluster_head:  # confident (min H of each assignment), balanced (max H of their mean)
@@ -323,7 +327,7 @@ class HashGANDizaji(Method):
         """E's sigmoid outputs t in [0, 1]^K."""
         self.check_fitted("heads_")
         self.heads_.eval()
-        return batched(lambda part: torch.sigmoid(self.heads_(self._images(part))[2]), x)
+        return batched(lambda part: self._bit_probabilities(self._images(part)), x)
 
     def encode(self, x):
         return binarize(self._t(x), 0.5)  # b = sign(t - 0.5)
