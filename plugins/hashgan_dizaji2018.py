@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bench.deep import (BestOf, Checkpoint, batched, bit_entropy, check_finite, epoch_batches, gram_deviation,
                         random_affine, to_float)
@@ -140,6 +141,11 @@ class HashGANDizaji(Method):
         batch_size: int = 100  # Improved-GAN
         lr: float = 3e-4  # Improved-GAN (Adam)
         beta1: float = 0.5  # Improved-GAN (Adam)
+        # Improved-GAN encodes its test images with a running average of D's weights (a = a + 1e-4 (w - a) each
+        # step, over 300 epochs). 0 encodes with the last weights; e.g. 0.999 encodes with an exponential moving
+        # average of the shared trunk and both heads (torch's AveragedModel), which smooths the adversarial game's
+        # step-to-step swings out of the codes. Off by default: the paper does not say.
+        average_decay: float = 0.0
         # Consistent bits: how the perturbed copy x~ is made (not published). "affine": a small random rotation and
         # translation (the port's reading); "vat": the virtual adversarial step of IMSAT (Hu et al., ICML 2017),
         # whose hashing objective HashGAN's entropy, frequency and consistency terms restate: x~ = x + eps * the
@@ -198,9 +204,14 @@ class HashGANDizaji(Method):
         self.heads_.train()
         return (real + c.vat_eps * unit(direction)).detach()
 
-    def _bit_probabilities(self, images):
-        """E's sigmoid outputs t in [0, 1]^K for images already in [-1, 1] (see _images)."""
-        return torch.sigmoid(self.heads_(images)[2])
+    def _bit_probabilities(self, images, heads=None):
+        """E's sigmoid outputs t in [0, 1]^K for images already in [-1, 1] (see _images); ``heads``: the trained
+        nets by default, or the averaged ones (see _encoder)."""
+        return torch.sigmoid((self.heads_ if heads is None else heads)(images)[2])
+
+    def _encoder(self):
+        """The nets that encode: the weight average with ``average_decay``, the trained ones otherwise."""
+        return self.average_.module if self.average_ is not None else self.heads_
 
     def _collaborative(self, t_fake, bits, g):
         """Eq. collaborative: the code E gives a synthetic image should be the binary input it was made from."""
@@ -236,6 +247,11 @@ class HashGANDizaji(Method):
             heads.clusters = nn.Linear(heads.real_fake.in_features, self.n_clusters)
         self.generator_, self.heads_ = generator.to(self.device), heads.to(self.device)
         modules = {"generator": self.generator_, "heads": self.heads_}
+        self.average_ = None
+        if c.average_decay:  # the first update copies the weights, so the average does not start from zeros
+            self.average_ = AveragedModel(self.heads_, multi_avg_fn=get_ema_multi_avg_fn(c.average_decay),
+                                          use_buffers=True)
+            modules["average"] = self.average_
         opt_de = torch.optim.Adam(self.heads_.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
         opt_g = torch.optim.Adam(self.generator_.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
         best, log, start = BestOf(), [], 0
@@ -283,6 +299,8 @@ class HashGANDizaji(Method):
                 opt_de.zero_grad(set_to_none=True)
                 loss_de.backward()
                 opt_de.step()
+                if self.average_ is not None:
+                    self.average_.update_parameters(self.heads_)
                 # ---- G step: fool D (feature matching or non-saturating minimax) and honour b'
                 if c.use_gan:
                     z, bits = self._sample_inputs(n, g)
@@ -326,8 +344,8 @@ class HashGANDizaji(Method):
     def _t(self, x):
         """E's sigmoid outputs t in [0, 1]^K."""
         self.check_fitted("heads_")
-        self.heads_.eval()
-        return batched(lambda part: self._bit_probabilities(self._images(part)), x)
+        heads = self._encoder().eval()
+        return batched(lambda part: self._bit_probabilities(self._images(part), heads), x)
 
     def encode(self, x):
         return binarize(self._t(x), 0.5)  # b = sign(t - 0.5)
@@ -338,8 +356,8 @@ class HashGANDizaji(Method):
         if not self.config.cluster_head:
             return None
         self.check_fitted("heads_")
-        self.heads_.eval()
-        return batched(lambda part: self.heads_.clusters(self.heads_(self._images(part))[0]).argmax(1), x)
+        heads = self._encoder().eval()
+        return batched(lambda part: heads.clusters(heads(self._images(part))[0]).argmax(1), x)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:

@@ -8,7 +8,7 @@ from baselines.dh import DH
 from bench.data import PROTOCOLS, load_split
 from bench.deep import (BestOf, Checkpoint, Diverged, bit_entropy, check_finite, epoch_batches, random_affine,
                         to_float)
-from bench.method import make_config
+from bench.method import binarize, make_config
 from bench.metrics import evaluate
 from bench.runner import Cell, run_cell
 from plugins.hashgan_dizaji2018 import HashGANDizaji
@@ -161,6 +161,24 @@ def test_hashgan_virtual_adversarial_copy_has_size_eps_and_moves_codes_more_than
         t = torch.sigmoid(m.heads_(real)[2])
         moved = [float(((torch.sigmoid(m.heads_(v)[2]) - t) ** 2).sum()) for v in (adversarial, random)]
     assert moved[0] > 3 * moved[1]
+
+
+def test_hashgan_weight_average_encodes_and_resumes_exactly(images, tmp_path):
+    x = images.x_train[:128]
+    straight = smoke(8, epochs=3, average_decay=0.9).fit(x)
+    trained, averaged = straight.heads_.hash.weight, straight.average_.module.hash.weight
+    assert not torch.allclose(trained, averaged)  # the average lags the trained weights
+    heads = straight.average_.module.eval()
+    with torch.no_grad():
+        t = torch.sigmoid(heads(straight._images(images.x_query))[2])
+    assert torch.equal(straight.encode(images.x_query), binarize(t, 0.5))  # the codes come from the average
+    ck = tmp_path / "ck.pt"
+    for epochs in (2, 3):  # interrupted after 2 epochs, resumed to 3: the same average as without a break
+        resumed = smoke(8, epochs=epochs, average_decay=0.9)
+        resumed.checkpoint_path = ck
+        resumed.fit(x)
+    assert torch.equal(resumed.average_.module.hash.weight, averaged)
+    assert smoke(8, epochs=1).fit(x[:64]).average_ is None  # off by default
 
 
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
