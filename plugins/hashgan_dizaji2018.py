@@ -237,6 +237,8 @@ class HashGANDizaji(Method):
 
     def fit(self, x, y=None, validation=None):
         c, g = self.config, self.generator()
+        if not 0 <= c.average_decay < 1:  # 1 would freeze the average at the first step, above 1 it diverges
+            raise BenchError(f"{self.name}: average_decay={c.average_decay} must be in [0, 1) (0: no average)")
         torch.manual_seed(self.seed)  # initialisation, dropout and noise layers
         shape = tuple(self._images(x[:1]).shape[1:])
         generator, heads = self._nets(shape)

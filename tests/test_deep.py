@@ -8,6 +8,7 @@ from baselines.dh import DH
 from bench.data import PROTOCOLS, load_split
 from bench.deep import (BestOf, Checkpoint, Diverged, bit_entropy, check_finite, epoch_batches, random_affine,
                         to_float)
+from bench.errors import BenchError
 from bench.method import binarize, make_config
 from bench.metrics import evaluate
 from bench.runner import Cell, run_cell
@@ -179,6 +180,8 @@ def test_hashgan_weight_average_encodes_and_resumes_exactly(images, tmp_path):
         resumed.fit(x)
     assert torch.equal(resumed.average_.module.hash.weight, averaged)
     assert smoke(8, epochs=1).fit(x[:64]).average_ is None  # off by default
+    with pytest.raises(BenchError, match=r"average_decay=1.5 must be in \[0, 1\)"):
+        smoke(8, epochs=1, average_decay=1.5).fit(x[:64])
 
 
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
