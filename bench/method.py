@@ -31,6 +31,9 @@ class Method(ABC):
     supervision: ClassVar[str]  # one of SUPERVISION
     input: ClassVar[str]  # one of INPUTS
     smoke: ClassVar[dict] = {}  # Config overrides that make fit() take seconds (tests, CI)
+    # Integer Config fields are counts (epochs, batch sizes, steps) and must be >= 1; the few where 0 means
+    # something (e.g. "no noise input") are named here, and may be 0.
+    zero_allowed: ClassVar[frozenset] = frozenset()
     # Deep methods: True makes the runner pass ``validation=`` (a bench.data.Validation carved from the training
     # set) to fit() for model selection, and set ``checkpoint_path`` (in the cache folder) for resumable training.
     uses_validation: ClassVar[bool] = False
@@ -143,6 +146,9 @@ def make_config(method_cls, overrides: dict | None = None):
         elif typing.get_origin(kind) is None and not isinstance(value, kind):
             raise BenchError(f"{method_cls.name}: {key}={value!r} has type {type(value).__name__}, "
                              f"expected {kind.__name__}")
+        if kind is int and value < (0 if key in method_cls.zero_allowed else 1):
+            low = "0" if key in method_cls.zero_allowed else "1"
+            raise BenchError(f"{method_cls.name}: {key}={value} must be an integer >= {low} (a count)")
         values[key] = value
     return method_cls.Config(**values)
 

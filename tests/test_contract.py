@@ -1,5 +1,6 @@
 """Contract tests over the whole registry: a new method is checked by tests that already exist."""
 import dataclasses
+import typing
 
 import pytest
 import torch
@@ -40,6 +41,19 @@ def test_declares_its_contract(cls):
     make_config(cls, cls.smoke)  # the smoke overrides name real fields with valid types
     import importlib
     assert importlib.import_module(cls.__module__).__doc__, "the module docstring names the paper"
+
+
+@pytest.mark.parametrize("cls", ALL_METHODS, ids=lambda c: c.name)
+def test_counts_below_their_minimum_fail_with_the_field_and_its_bound(cls):
+    """Integer Config fields are counts: 0 (or -1 where 0 is meaningful) is refused before any work, by name."""
+    hints = typing.get_type_hints(cls.Config)
+    counts = [f.name for f in dataclasses.fields(cls.Config) if hints[f.name] is int]
+    assert set(cls.zero_allowed) <= set(counts), "zero_allowed names integer Config fields"
+    for key in counts:
+        bad, low = (-1, 0) if key in cls.zero_allowed else (0, 1)
+        with pytest.raises(BenchError, match=rf"{key}={bad} must be an integer >= {low}"):
+            make_config(cls, {key: str(bad)})
+        make_config(cls, {key: str(low)})  # the bound itself is accepted
 
 
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)

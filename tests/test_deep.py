@@ -12,7 +12,7 @@ from bench.errors import BenchError
 from bench.method import binarize, make_config
 from bench.metrics import evaluate
 from bench.runner import Cell, run_cell
-from plugins.hashgan_dizaji2018 import HashGANDizaji
+from plugins.hashgan_dizaji2018 import HashGANDizaji, data_dependent_init
 
 DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
 
@@ -182,6 +182,37 @@ def test_hashgan_weight_average_encodes_and_resumes_exactly(images, tmp_path):
     assert smoke(8, epochs=1).fit(x[:64]).average_ is None  # off by default
     with pytest.raises(BenchError, match=r"average_decay=1.5 must be in \[0, 1\)"):
         smoke(8, epochs=1, average_decay=1.5).fit(x[:64])
+
+
+def test_data_dependent_init_standardises_every_weight_normed_layer_from_the_input_up():
+    torch.manual_seed(0)
+    wn = torch.nn.utils.parametrizations.weight_norm
+    for net, batch in ((torch.nn.Sequential(wn(torch.nn.Linear(20, 30)), torch.nn.ReLU(), wn(torch.nn.Linear(30, 7))),
+                        3 + 5 * torch.randn(200, 20)),
+                       (torch.nn.Sequential(wn(torch.nn.Conv2d(3, 6, 3)), torch.nn.LeakyReLU(0.2),
+                                            wn(torch.nn.Conv2d(6, 4, 3, stride=2))), torch.rand(50, 3, 9, 9))):
+        data_dependent_init(net, batch, scale=0.5)
+        outputs, x = [], batch
+        for layer in net:  # the pre-activations of the initialised net, recomputed without hooks
+            x = layer(x)
+            if hasattr(layer, "parametrizations"):
+                outputs.append(x)
+        assert len(outputs) == 2
+        for out in outputs:
+            dims = [0] + list(range(2, out.dim()))
+            assert torch.allclose(out.mean(dims), torch.zeros(out.shape[1]), atol=1e-4)
+            assert torch.allclose(out.std(dims), torch.full((out.shape[1],), 0.5), atol=1e-4)
+        assert not any(m._forward_hooks for m in net)  # the hooks are gone after the pass
+
+
+def test_hashgan_data_init_changes_the_starting_trunk_and_trains(images):
+    x = images.x_train[:64]
+    for data_init in (False, True):  # lr 0: the kept (first) epoch's trunk is the initial one
+        first = smoke(8, epochs=1, lr=0.0, data_init=data_init).fit(x).heads_.trunk[2].parametrizations.weight
+        norms = first.original1.norm(dim=1, keepdim=True)  # torch's weight norm starts with g = ||v||
+        assert torch.allclose(first.original0, norms) != data_init
+    codes = smoke(8, epochs=1, data_init=True, lr=3e-3).fit(x).encode(images.x_query)
+    assert codes.shape == (len(images.x_query), 8)
 
 
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
