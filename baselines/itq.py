@@ -21,6 +21,7 @@ class ITQ(ProjectionHash):
     supervision = "none"
     input = "vectors"
     smoke = {"n_iter": 5}
+    zero_allowed = frozenset({"n_iter"})  # 0: one rotation update (the authors' loop runs 0..n_iter)
 
     @dataclasses.dataclass(frozen=True)
     class Config:

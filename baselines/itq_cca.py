@@ -23,6 +23,7 @@ class ITQCCA(ProjectionHash):
     supervision = "labels"
     input = "vectors"
     smoke = {"n_iter": 5}
+    zero_allowed = frozenset({"n_iter"})  # 0: one rotation update (the authors' loop runs 0..n_iter)
 
     @dataclasses.dataclass(frozen=True)
     class Config:
