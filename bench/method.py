@@ -146,8 +146,8 @@ def make_config(method_cls, overrides: dict | None = None):
         elif typing.get_origin(kind) is None and not isinstance(value, kind):
             raise BenchError(f"{method_cls.name}: {key}={value!r} has type {type(value).__name__}, "
                              f"expected {kind.__name__}")
-        if kind is int and value < (0 if key in method_cls.zero_allowed else 1):
-            low = "0" if key in method_cls.zero_allowed else "1"
+        low = 0 if key in method_cls.zero_allowed else 1
+        if kind is int and value < low:
             raise BenchError(f"{method_cls.name}: {key}={value} must be an integer >= {low} (a count)")
         values[key] = value
     return method_cls.Config(**values)
