@@ -215,6 +215,24 @@ def test_hashgan_data_init_changes_the_starting_trunk_and_trains(images):
     assert codes.shape == (len(images.x_query), 8)
 
 
+def test_hashgan_lr_decay_falls_linearly_and_resumes_on_the_same_rates(images, tmp_path):
+    x = images.x_train[:64]
+    constant = smoke(8, epochs=3, lr=0.01).fit(x)
+    assert [e["lr"] for e in constant.training_["log"]] == [0.01, 0.01, 0.01]  # the default: no decay
+    straight = smoke(8, epochs=4, lr=0.01, lr_decay_start=0.5).fit(x)
+    assert [e["lr"] for e in straight.training_["log"]] == pytest.approx([0.01, 0.01, 0.01, 0.005])
+    ck = tmp_path / "ck.pt"
+    for epochs in (2, 4):  # a run stopped after 2 epochs and resumed: the same rates, the same weights
+        resumed = smoke(8, epochs=epochs, lr=0.01, lr_decay_start=0.5)
+        resumed.checkpoint_path = ck
+        resumed.fit(x)
+    assert [e["lr"] for e in resumed.training_["log"]] == pytest.approx([0.01, 0.01, 0.01, 0.005])
+    assert torch.equal(resumed.heads_.hash.weight, straight.heads_.hash.weight)
+    for bad in (0.0, 1.5):
+        with pytest.raises(BenchError, match=rf"lr_decay_start={bad} must be in \(0, 1\]"):
+            smoke(8, epochs=1, lr_decay_start=bad).fit(x)
+
+
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
     m = smoke(8, epochs=1).fit(images.x_train[:64])
     s = m.sample(5)
