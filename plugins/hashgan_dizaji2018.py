@@ -203,6 +203,13 @@ class HashGANDizaji(Method):
         cluster_head: bool = False
         w_cluster: float = 1.0  # weight of that head's loss
 
+        def __post_init__(self):  # checked when the config is made: bench run fails before loading any data
+            name = HashGANDizaji.name
+            if not 0 <= self.average_decay < 1:  # 1 would freeze the average at the first step; above 1 diverges
+                raise BenchError(f"{name}: average_decay={self.average_decay} must be in [0, 1) (0: no average)")
+            if not 0 < self.lr_decay_start <= 1:
+                raise BenchError(f"{name}: lr_decay_start={self.lr_decay_start} must be in (0, 1] (1: constant rate)")
+
     def _nets(self, shape):
         c = self.config
         n_in = c.noise_dim + self.n_bits
@@ -273,10 +280,6 @@ class HashGANDizaji(Method):
 
     def fit(self, x, y=None, validation=None):
         c, g = self.config, self.generator()
-        if not 0 <= c.average_decay < 1:  # 1 would freeze the average at the first step, above 1 it diverges
-            raise BenchError(f"{self.name}: average_decay={c.average_decay} must be in [0, 1) (0: no average)")
-        if not 0 < c.lr_decay_start <= 1:
-            raise BenchError(f"{self.name}: lr_decay_start={c.lr_decay_start} must be in (0, 1] (1: constant rate)")
         torch.manual_seed(self.seed)  # initialisation, dropout and noise layers
         shape = tuple(self._images(x[:1]).shape[1:])
         generator, heads = self._nets(shape)
@@ -286,9 +289,6 @@ class HashGANDizaji(Method):
                                  f"clusters); choices: digits-clustering, mnist, usps")
             heads.clusters = nn.Linear(heads.real_fake.in_features, self.n_clusters)
         self.generator_, self.heads_ = generator.to(self.device), heads.to(self.device)
-        if c.data_init:  # Improved-GAN's init_param: 500 training images, noise layers on as in training
-            first = torch.randperm(x.shape[0], generator=g)[:500].to(x.device)
-            data_dependent_init(self.heads_.trunk.train(), self._images(x[first]))
         modules = {"generator": self.generator_, "heads": self.heads_}
         self.average_ = None
         if c.average_decay:  # the first update copies the weights, so the average does not start from zeros
@@ -308,6 +308,9 @@ class HashGANDizaji(Method):
             torch.set_rng_state(state["torch_rng"])
             best.score, best.epoch, best.state, log, start = (state["best_score"], state["best_epoch"],
                                                               state["best_state"], state["log"], state["epoch"])
+        elif c.data_init:  # Improved-GAN's init_param (a fresh run only): 500 training images, noise layers on
+            first = torch.randperm(x.shape[0], generator=g)[:500].to(x.device)
+            data_dependent_init(self.heads_.trunk.train(), self._images(x[first]))
         step = start * math.ceil(x.shape[0] / c.batch_size)
         for epoch in range(start, c.epochs):
             lr = c.lr * self._lr_factor(epoch)  # from the epoch alone, so a resumed run gets the same rates
