@@ -9,9 +9,9 @@ Codes are sign(t - 0.5). The epoch kept is chosen on a validation split carved f
 
 Sources and choices (../shared/methods.md B.1, C.1-3): the poster gives the losses; the architecture is "similar
 to Improved-GAN" (Salimans et al. 2016: MLP nets for grey digits, conv nets for colour images), all loss weights
-1 except two chosen on validation (see Config), Adam 3e-4 with beta1 0.5 and batch 100 (Improved-GAN). The poster's minimum-entropy term has a sign
-typo (it would maximise entropy); we minimise +H. The independence term is the K x K Gram matrix of the hash
-layer (the public port formed the d x d one, which cannot reach I).
+1 except two chosen on validation (see Config), Adam 3e-4 with beta1 0.5 and batch 100 (Improved-GAN). The
+poster's minimum-entropy term has a sign typo (it would maximise entropy); we minimise +H. The independence term
+is the K x K Gram matrix of the hash layer (the public port formed the d x d one, which cannot reach I).
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ class HashGANDizaji(Method):
     input = "images"
     uses_validation = True
     smoke = {"epochs": 8, "batch_size": 32}
-    zero_allowed = frozenset({"noise_dim"})  # 0: G sees b' alone (an ablation)
+    zero_allowed = frozenset({"noise_dim", "hash_warmup_epochs"})  # noise_dim 0: G sees b' alone (an ablation)
 
     @dataclasses.dataclass(frozen=True)
     class Config:
@@ -177,6 +177,10 @@ class HashGANDizaji(Method):
         # dizaji2018-ablation). Improved-GAN's MNIST rate (3e-3) still collapses here. Off by default for now: the
         # paper-table cells were run without it.
         data_init: bool = False
+        # Epochs of adversarial training alone before the hashing and collaborative terms join (the public port:
+        # the first 10 % of its epochs), so that they start on features D has already learnt. 0: from the first
+        # step (the paper says nothing of a warm-up). The epoch kept is chosen among the epochs after it.
+        hash_warmup_epochs: int = 0
         # Improved-GAN encodes its test images with a running average of D's weights (a = a + 1e-4 (w - a) each
         # step, over 300 epochs). 0 encodes with the last weights; e.g. 0.999 encodes with an exponential moving
         # average of the shared trunk and both heads (torch's AveragedModel), which smooths the adversarial game's
@@ -209,6 +213,9 @@ class HashGANDizaji(Method):
                 raise BenchError(f"{name}: average_decay={self.average_decay} must be in [0, 1) (0: no average)")
             if not 0 < self.lr_decay_start <= 1:
                 raise BenchError(f"{name}: lr_decay_start={self.lr_decay_start} must be in (0, 1] (1: constant rate)")
+            if self.hash_warmup_epochs and not (self.use_gan and self.hash_warmup_epochs < self.epochs):
+                raise BenchError(f"{name}: hash_warmup_epochs={self.hash_warmup_epochs} needs use_gan=true and "
+                                 f"must be below epochs={self.epochs} (0: no warm-up)")
 
     def _nets(self, shape):
         c = self.config
@@ -320,18 +327,18 @@ class HashGANDizaji(Method):
             self.heads_.train()
             sums = {}
             batches = epoch_batches(x.shape[0], c.batch_size, g, x.device)
+            hashing_on = epoch >= c.hash_warmup_epochs
             for idx in batches:
                 real = self._images(x[idx])
-                perturbed = (self._virtual_adversarial(real, g) if c.perturbation == "vat" else
-                             random_affine(real, g, c.augment_degrees, c.augment_translate, c.augment_flip))
                 n = real.shape[0]
                 # ---- D/E step: adversarial (D head) + hashing (E head, real images) + collaborative (fakes)
                 feat_real, logit_real, hash_real = self.heads_(real)
-                t = torch.sigmoid(hash_real)
-                t_aug = self._bit_probabilities(perturbed)
-                hashing, terms = self._hashing_loss(t, t_aug)
-                loss_de = hashing
-                if c.cluster_head:  # confident (min H of each assignment), balanced (max H of their mean)
+                loss_de, terms = 0.0, {}
+                if hashing_on:
+                    perturbed = (self._virtual_adversarial(real, g) if c.perturbation == "vat" else
+                                 random_affine(real, g, c.augment_degrees, c.augment_translate, c.augment_flip))
+                    loss_de, terms = self._hashing_loss(torch.sigmoid(hash_real), self._bit_probabilities(perturbed))
+                if c.cluster_head and hashing_on:  # confident (min H of each assignment), balanced (max H of mean)
                     p = F.softmax(self.heads_.clusters(feat_real), 1)
                     terms["cluster"] = ((-p * torch.log(p + 1e-8)).sum(1).mean()
                                         + (p.mean(0) * torch.log(p.mean(0) + 1e-8)).sum())
@@ -342,9 +349,11 @@ class HashGANDizaji(Method):
                     _, logit_fake, hash_fake = self.heads_(fake)
                     adversarial = (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
                                    + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
-                    collaborative = self._collaborative(torch.sigmoid(hash_fake), bits, g)
-                    loss_de = loss_de + c.w_adversarial * adversarial + c.w_collaborative * collaborative
-                    terms |= {"adversarial": adversarial, "collaborative": collaborative}
+                    loss_de = loss_de + c.w_adversarial * adversarial
+                    terms["adversarial"] = adversarial
+                    if hashing_on:
+                        terms["collaborative"] = self._collaborative(torch.sigmoid(hash_fake), bits, g)
+                        loss_de = loss_de + c.w_collaborative * terms["collaborative"]
                 opt_de.zero_grad(set_to_none=True)
                 loss_de.backward()
                 opt_de.step()
@@ -361,7 +370,7 @@ class HashGANDizaji(Method):
                         loss_g = ((feat_real.mean(0) - feat_fake.mean(0)) ** 2).sum()
                     else:
                         loss_g = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
-                    if c.collab_trains_generator:
+                    if c.collab_trains_generator and hashing_on:
                         loss_g = loss_g + c.w_collaborative * self._collaborative(torch.sigmoid(hash_fake), bits, g)
                     opt_g.zero_grad(set_to_none=True)
                     loss_g.backward()
@@ -373,9 +382,10 @@ class HashGANDizaji(Method):
             check_finite(self.name, step, **sums)
             entry = {"epoch": epoch + 1, "lr": lr,
                      **{k: round(float(v) / len(batches), 5) for k, v in sums.items()}}
-            if validation is not None and ((epoch + 1) % c.select_every == 0 or epoch + 1 == c.epochs):
+            checked = (epoch + 1) % c.select_every == 0 or epoch + 1 == c.epochs
+            if hashing_on and validation is not None and checked:
                 entry["validation_map"] = round(validation.score(self.encode), 5)
-            if validation is None or "validation_map" in entry:
+            if hashing_on and (validation is None or "validation_map" in entry):
                 best.offer(epoch + 1, entry.get("validation_map"), modules)
             log.append(entry)
             checkpoint.save({"modules": {k: m.state_dict() for k, m in modules.items()},
@@ -383,11 +393,12 @@ class HashGANDizaji(Method):
                              "torch_rng": torch.get_rng_state(), "best_score": best.score,
                              "best_epoch": best.epoch, "best_state": best.state, "log": log, "epoch": epoch + 1})
         best.restore(modules)
-        self.training_ = {
-            "epochs_run": c.epochs, "kept_epoch": best.epoch, "resumed_from_epoch": start,
-            "selection": (f"highest mAP on the validation split ({validation.describe()}), checked every "
-                          f"{c.select_every} epoch(s)" if validation is not None else "last epoch (no validation)"),
-            "log": log}
+        selection = (f"highest mAP on the validation split ({validation.describe()}), checked every "
+                     f"{c.select_every} epoch(s)" if validation is not None else "last epoch (no validation)")
+        if c.hash_warmup_epochs:
+            selection += f", after {c.hash_warmup_epochs} adversarial-only epoch(s)"
+        self.training_ = {"epochs_run": c.epochs, "kept_epoch": best.epoch, "resumed_from_epoch": start,
+                          "selection": selection, "log": log}
         return self
 
     def _lr_factor(self, epoch: int) -> float:

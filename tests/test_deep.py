@@ -233,6 +233,19 @@ def test_hashgan_lr_decay_falls_linearly_and_resumes_on_the_same_rates(images, t
             smoke(8, epochs=1, lr_decay_start=bad).fit(x)
 
 
+def test_hashgan_warmup_trains_the_gan_alone_then_selects_among_hashing_epochs(images):
+    val = images.validation()
+    m = smoke(8, epochs=3, hash_warmup_epochs=2).fit(images.x_train[:128], validation=val)
+    log = m.training_["log"]
+    assert [set(e) - {"epoch", "lr"} for e in log[:2]] == [{"adversarial", "generator"}] * 2  # no hashing terms
+    assert {"entropy", "uniform", "consistent", "independent", "collaborative"} <= set(log[2])
+    assert [("validation_map" in e) for e in log] == [False, False, True] and m.training_["kept_epoch"] == 3
+    assert "after 2 adversarial-only epoch(s)" in m.training_["selection"]
+    for over in ({"epochs": 2, "hash_warmup_epochs": 2}, {"epochs": 3, "hash_warmup_epochs": 1, "use_gan": False}):
+        with pytest.raises(BenchError, match=r"hash_warmup_epochs=\d needs use_gan=true and must be below epochs"):
+            smoke(8, **over)
+
+
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
     m = smoke(8, epochs=1).fit(images.x_train[:64])
     s = m.sample(5)
