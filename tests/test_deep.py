@@ -246,6 +246,17 @@ def test_hashgan_warmup_trains_the_gan_alone_then_selects_among_hashing_epochs(i
             smoke(8, **over)
 
 
+def test_hashgan_collaborative_term_can_leave_the_encoder_alone(images):
+    x = images.x_train[:128]
+
+    def outputs(**over):  # E's t: a tiny run's codes can agree where its outputs do not
+        return smoke(8, epochs=2, **over).fit(x)._t(images.x_query)
+    no_term = outputs(w_collaborative=0.0)
+    assert torch.equal(outputs(collab_trains_encoder=False, collab_trains_generator=False), no_term)
+    assert not torch.equal(outputs(collab_trains_encoder=False), no_term)  # G still learns from it, D/E from G
+    assert not torch.equal(outputs(), no_term)
+
+
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
     m = smoke(8, epochs=1).fit(images.x_train[:64])
     s = m.sample(5)
