@@ -257,6 +257,18 @@ def test_hashgan_collaborative_term_can_leave_the_encoder_alone(images):
     assert not torch.equal(outputs(), no_term)
 
 
+def test_hashgan_collaborative_weight_decays_like_the_rate(images):
+    x = images.x_train[:64]
+    constant = smoke(8, epochs=4, w_collaborative=0.3).fit(x)
+    assert all("w_collaborative" not in e for e in constant.training_["log"])  # the default: no decay, not logged
+    decayed = smoke(8, epochs=4, w_collaborative=0.3, collab_decay_start=0.5).fit(x)
+    assert [e["w_collaborative"] for e in decayed.training_["log"]] == pytest.approx([0.3, 0.3, 0.3, 0.15])
+    assert not torch.equal(decayed._t(images.x_query), constant._t(images.x_query))
+    for bad in (0.0, 1.5):
+        with pytest.raises(BenchError, match=rf"collab_decay_start={bad} must be in \(0, 1\]"):
+            smoke(8, epochs=1, collab_decay_start=bad)
+
+
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
     m = smoke(8, epochs=1).fit(images.x_train[:64])
     s = m.sample(5)
