@@ -50,8 +50,9 @@ def _records(protocol: str, methods=None, overrides=None, results_dir=None, need
     overrides = dict(overrides or {})
     records = [r for r in read_records(results_dir) if r["protocol"] == protocol and r.get("task") != "clustering"
                and (not methods or r["method"] in methods) and need(r)]
-    wanted = {m: wanted_overrides(m, overrides) for m in {r["method"] for r in records}}  # once per method
-    records = [r for r in records if overrides_key(config_overrides(r)) == wanted[r["method"]]]
+    cells = {(r["method"], r["n_bits"]) for r in records}
+    wanted = {(m, b): wanted_overrides(m, overrides, b) for m, b in cells}  # once per method and code length
+    records = [r for r in records if overrides_key(config_overrides(r)) == wanted[r["method"], r["n_bits"]]]
     if not records:
         which = f" for {', '.join(methods)}" if methods else ""
         config = f" with {', '.join(f'{k}={v}' for k, v in overrides.items())}" if overrides else " at the default config"

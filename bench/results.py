@@ -65,10 +65,18 @@ def read_records(results_dir: Path | str | None = None) -> list[dict]:
     return records
 
 
+def _as_json(value):
+    """As a record stores it (tuples become JSON lists), so stored and current values compare."""
+    return json.loads(json.dumps(value))
+
+
 def _as_stored(config) -> dict:
-    """A Config as a record stores it (tuples become JSON lists), so stored and current values compare."""
     from bench.method import config_dict
-    return json.loads(json.dumps(config_dict(config)))
+    return _as_json(config_dict(config))
+
+
+def _effective(cls, config: dict, n_bits: int) -> dict:
+    return _as_json(cls.effective_config(config, n_bits))
 
 
 def _differences(config: dict, default: dict) -> dict:
@@ -78,7 +86,9 @@ def _differences(config: dict, default: dict) -> dict:
 def config_overrides(record: dict) -> dict | None:
     """The fields of the run's config that differ from its method's default today ({} for a default run), or
     None when the run cannot be placed: a field the method no longer has, or an unregistered method whose run was
-    not a default one. A field the record lacks was added later with a default that keeps the old behaviour."""
+    not a default one. A field the record lacks was added later: it is read with the value the method names in
+    ``former_defaults`` (the behaviour before the field existed) or else at its default, which then kept the old
+    behaviour. Both configs are compared as they train at the run's code length (``Method.effective_config``)."""
     from bench.registry import get_registry
     cls = get_registry().methods.get(record["method"])
     if cls is None:
@@ -86,7 +96,8 @@ def config_overrides(record: dict) -> dict | None:
     current, stored = _as_stored(cls.Config()), record["config"]
     if not set(stored) <= set(current):
         return None
-    return _differences(stored, current)
+    filled = {**current, **_as_json(cls.former_defaults), **stored}
+    return _differences(_effective(cls, filled, record["n_bits"]), _effective(cls, current, record["n_bits"]))
 
 
 def overrides_key(overrides: dict | None) -> str | None:
@@ -101,10 +112,10 @@ def scoped(overrides: dict, method: str) -> dict:
     return {**plain, **{k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith(method + ".")}}
 
 
-def wanted_overrides(method: str, overrides: dict) -> str:
-    """The ``overrides_key`` of the runs of ``method`` made with the fields of ``overrides`` it has (values may be
-    ``--set`` strings, parsed by the field's type; keys plain or ``METHOD.key``, see ``scoped``) and every other
-    field at its default."""
+def wanted_overrides(method: str, overrides: dict, n_bits: int) -> str:
+    """The ``overrides_key`` of the ``n_bits`` runs of ``method`` made with the fields of ``overrides`` it has
+    (values may be ``--set`` strings, parsed by the field's type; keys plain or ``METHOD.key``, see ``scoped``)
+    and every other field at its default."""
     import dataclasses
     from bench.method import make_config
     from bench.registry import get_registry
@@ -113,7 +124,8 @@ def wanted_overrides(method: str, overrides: dict) -> str:
     wanted = {k: v for k, v in scoped(overrides, method).items() if k in fields}
     if not wanted:
         return overrides_key({})
-    return overrides_key(_differences(_as_stored(make_config(cls, wanted)), _as_stored(cls.Config())))
+    return overrides_key(_differences(_effective(cls, _as_stored(make_config(cls, wanted)), n_bits),
+                                      _effective(cls, _as_stored(cls.Config()), n_bits)))
 
 
 def is_current_default(record: dict) -> bool:

@@ -90,8 +90,10 @@ def _runs(frame: pd.DataFrame, row: dict, extra: dict) -> pd.DataFrame:
     if frame.empty:
         return frame
     # The row's own fields win over the table-wide ones, which may name the method (``METHOD.key``).
-    wanted = wanted_overrides(row["method"], {**scoped(extra, row["method"]), **row.get("set", {})})
-    return frame[(frame["method"] == row["method"]) & (frame["overrides"] == wanted)]
+    fields = {**scoped(extra, row["method"]), **row.get("set", {})}
+    runs = frame[frame["method"] == row["method"]]
+    wanted = {n_bits: wanted_overrides(row["method"], fields, n_bits) for n_bits in runs["n_bits"].unique()}
+    return runs[runs["overrides"] == runs["n_bits"].map(wanted)]
 
 
 def _ours(runs: pd.DataFrame, spec: TableSpec) -> dict:

@@ -1,4 +1,5 @@
 """The shared deep-training pieces (bench.deep, the validation split) and the deep methods' own behaviour."""
+import dataclasses
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from bench.errors import BenchError
 from bench.method import binarize, make_config
 from bench.metrics import evaluate
 from bench.runner import Cell, run_cell
-from plugins.hashgan_dizaji2018 import HashGANDizaji, data_dependent_init
+from plugins.hashgan_dizaji2018 import HashGANDizaji, data_dependent_init, weights_at
 
 DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
 
@@ -166,7 +167,8 @@ def test_hashgan_virtual_adversarial_copy_has_size_eps_and_moves_codes_more_than
 
 def test_hashgan_weight_average_encodes_and_resumes_exactly(images, tmp_path):
     x = images.x_train[:128]
-    straight = smoke(8, epochs=3, average_decay=0.9).fit(x)
+    # a constant collaborative weight: a decay's schedule follows the epoch count, which the resumed run changes
+    straight = smoke(8, epochs=3, average_decay=0.9, collab_decay_start=1.0).fit(x)
     trained, averaged = straight.heads_.hash.weight, straight.average_.module.hash.weight
     assert not torch.allclose(trained, averaged)  # the average lags the trained weights
     heads = straight.average_.module.eval()
@@ -175,7 +177,7 @@ def test_hashgan_weight_average_encodes_and_resumes_exactly(images, tmp_path):
     assert torch.equal(straight.encode(images.x_query), binarize(t, 0.5))  # the codes come from the average
     ck = tmp_path / "ck.pt"
     for epochs in (2, 3):  # interrupted after 2 epochs, resumed to 3: the same average as without a break
-        resumed = smoke(8, epochs=epochs, average_decay=0.9)
+        resumed = smoke(8, epochs=epochs, average_decay=0.9, collab_decay_start=1.0)
         resumed.checkpoint_path = ck
         resumed.fit(x)
     assert torch.equal(resumed.average_.module.hash.weight, averaged)
@@ -219,11 +221,11 @@ def test_hashgan_lr_decay_falls_linearly_and_resumes_on_the_same_rates(images, t
     x = images.x_train[:64]
     constant = smoke(8, epochs=3, lr=0.01).fit(x)
     assert [e["lr"] for e in constant.training_["log"]] == [0.01, 0.01, 0.01]  # the default: no decay
-    straight = smoke(8, epochs=4, lr=0.01, lr_decay_start=0.5).fit(x)
+    straight = smoke(8, epochs=4, lr=0.01, lr_decay_start=0.5, collab_decay_start=1.0).fit(x)
     assert [e["lr"] for e in straight.training_["log"]] == pytest.approx([0.01, 0.01, 0.01, 0.005])
     ck = tmp_path / "ck.pt"
     for epochs in (2, 4):  # a run stopped after 2 epochs and resumed: the same rates, the same weights
-        resumed = smoke(8, epochs=epochs, lr=0.01, lr_decay_start=0.5)
+        resumed = smoke(8, epochs=epochs, lr=0.01, lr_decay_start=0.5, collab_decay_start=1.0)
         resumed.checkpoint_path = ck
         resumed.fit(x)
     assert [e["lr"] for e in resumed.training_["log"]] == pytest.approx([0.01, 0.01, 0.01, 0.005])
@@ -259,14 +261,46 @@ def test_hashgan_collaborative_term_can_leave_the_encoder_alone(images):
 
 def test_hashgan_collaborative_weight_decays_like_the_rate(images):
     x = images.x_train[:64]
-    constant = smoke(8, epochs=4, w_collaborative=0.3).fit(x)
-    assert all("w_collaborative" not in e for e in constant.training_["log"])  # the default: no decay, not logged
+    constant = smoke(8, epochs=4, w_collaborative=0.3, collab_decay_start=1.0).fit(x)
+    assert all("w_collaborative" not in e for e in constant.training_["log"])  # no decay: not logged
     decayed = smoke(8, epochs=4, w_collaborative=0.3, collab_decay_start=0.5).fit(x)
     assert [e["w_collaborative"] for e in decayed.training_["log"]] == pytest.approx([0.3, 0.3, 0.3, 0.15])
     assert not torch.equal(decayed._t(images.x_query), constant._t(images.x_query))
     for bad in (0.0, 1.5):
         with pytest.raises(BenchError, match=rf"collab_decay_start={bad} must be in \(0, 1\]"):
             smoke(8, epochs=1, collab_decay_start=bad)
+
+
+def test_hashgan_weights_shrink_for_codes_longer_than_weights_for_bits(images):
+    given = {"w_entropy": 0.1, "w_uniform": 1.0, "w_consistent": 1.0, "w_independent": 100.0, "w_collaborative": 1.0}
+    assert weights_at({**given, "weights_for_bits": 32}, 32) == given
+    halved = {"w_entropy": 0.05, "w_uniform": 0.5, "w_consistent": 0.5, "w_independent": 25.0, "w_collaborative": 0.5}
+    assert weights_at({**given, "weights_for_bits": 32}, 64) == halved  # the K x K term: squared
+    assert weights_at({**given, "weights_for_bits": 0}, 64) == given  # 0: as given at every length
+    # runs compare as they train: the default at 64 bits and the halved weights given by hand are the same run
+    default = dataclasses.asdict(HashGANDizaji.Config())
+    by_hand = {**default, **halved, "weights_for_bits": 0}
+    assert HashGANDizaji.effective_config(default, 64) == HashGANDizaji.effective_config(by_hand, 64)
+    assert HashGANDizaji.effective_config(default, 16) != HashGANDizaji.effective_config(by_hand, 16)
+    # and training uses them: 16-bit codes with weights held for 8 bits log half the collaborative weight
+    m = smoke(16, epochs=2, weights_for_bits=8, collab_decay_start=0.5).fit(images.x_train[:64])
+    assert [e["w_collaborative"] for e in m.training_["log"]] == pytest.approx([0.5, 0.5])
+
+
+def test_hashgan_runs_recorded_before_the_recipe_fields_keep_their_config(results_dir):
+    """Records made before data_init, collab_decay_start and weights_for_bits existed are read with what those
+    runs did, not as runs of today's default."""
+    from bench.results import config_overrides
+    record, _ = run_cell(Cell("hashgan-dizaji", "digits", 8, 0, (("epochs", 1), ("batch_size", 64))),
+                         results_dir=results_dir)
+    new_fields = ("data_init", "collab_decay_start", "weights_for_bits")
+    older = dict(record, config={k: v for k, v in record["config"].items() if k not in new_fields})
+    old_recipe = {"batch_size": 64, "epochs": 1, "data_init": False, "collab_decay_start": 1.0}
+    assert config_overrides(older) == old_recipe  # at 8 bits the weights were not scaled then or now
+    at_64 = {**old_recipe, "w_entropy": 0.1, "w_uniform": 1.0, "w_consistent": 1.0, "w_independent": 100.0,
+             "w_collaborative": 1.0}  # at 64 bits today's default halves them: these runs did not
+    assert config_overrides(dict(older, n_bits=64)) == at_64
+    assert config_overrides(record) == {"batch_size": 64, "epochs": 1}
 
 
 def test_hashgan_samples_are_images_in_the_tanh_range(images):

@@ -110,6 +110,19 @@ def test_only_runs_of_todays_default_config_enter_a_table(digits_table, results_
     assert not is_current_default(dict(record, config={"n_iter": 50, "removed_field": 1}))
 
 
+def test_a_field_added_with_a_new_default_reads_older_runs_at_the_value_they_used(results_dir, monkeypatch):
+    """A record made before a field existed lacks it; when the field's default is not what those runs did, the
+    method's ``former_defaults`` says what they did, and the run is placed there, not at today's default."""
+    from baselines.itq import ITQ
+    from bench.results import config_overrides
+    [record] = run_grid([Cell("itq", "digits", 16, 0)], results_dir=results_dir, log=lambda s: None)
+    older = dict(record, config={k: v for k, v in record["config"].items() if k != "n_iter"})
+    assert config_overrides(older) == {}  # no former value named: read at the current default
+    monkeypatch.setattr(ITQ, "former_defaults", {"n_iter": 10})
+    assert config_overrides(older) == {"n_iter": 10}
+    assert config_overrides(record) == {}  # a record that has the field is read as stored
+
+
 def test_a_rows_own_setting_wins_over_the_tables(digits_table, results_dir):
     """A row with its own ``set`` (an ablation) keeps its runs when the table asks for another value of the same
     field, whether the table names the method (``itq.n_iter``) or not."""
