@@ -321,7 +321,7 @@ class HashGANDizaji(Method):
 
     def _hashing_loss(self, t, t_aug):
         """The four hashing terms on E's sigmoid outputs t (n, K) of real images and t_aug of perturbed copies."""
-        w = weights_at(dataclasses.asdict(self.config), self.n_bits)
+        w = self.weights_
         entropy = bit_entropy(t).sum(1).mean()  # minimum-entropy bits: +H (the poster prints -H, a sign typo)
         uniform = -bit_entropy(t.mean(0)).sum()  # uniform-frequency bits: maximise H of each bit's frequency
         consistent = ((t - t_aug) ** 2).sum(1).mean()  # consistent bits: E(x) vs E(perturbed x)
@@ -334,6 +334,7 @@ class HashGANDizaji(Method):
 
     def fit(self, x, y=None, validation=None):
         c, g = self.config, self.generator()
+        self.weights_ = weights_at(dataclasses.asdict(c), self.n_bits)
         torch.manual_seed(self.seed)  # initialisation, dropout and noise layers
         shape = tuple(self._images(x[:1]).shape[1:])
         generator, heads = self._nets(shape)
@@ -369,8 +370,7 @@ class HashGANDizaji(Method):
         for epoch in range(start, c.epochs):
             # from the epoch alone, so a resumed run gets the same rates and weights
             lr = c.lr * self._decay(epoch, c.lr_decay_start)
-            w_collaborative = (weights_at(dataclasses.asdict(c), self.n_bits)["w_collaborative"]
-                               * self._decay(epoch, c.collab_decay_start))
+            w_collaborative = self.weights_["w_collaborative"] * self._decay(epoch, c.collab_decay_start)
             for group in opt_de.param_groups + opt_g.param_groups:
                 group["lr"] = lr
             self.generator_.train()
