@@ -303,6 +303,14 @@ def test_hashgan_runs_recorded_before_the_recipe_fields_keep_their_config(result
     assert config_overrides(record) == {"batch_size": 64, "epochs": 1}
 
 
+def test_hashgan_uses_improved_gans_conv_nets_on_colour_images():
+    """The CIFAR-10 architecture (the default arch on colour images): conv D/E trunk, deconv G, 32 x 32."""
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    m = smoke(8, epochs=1, batch_size=8).fit(x)
+    assert [c.out_channels for c in m.heads_.trunk.modules() if isinstance(c, torch.nn.Conv2d)][:2] == [96, 96]
+    assert m.encode(x).shape == (8, 8) and m.sample(2).shape == (2, 3, 32, 32)
+
+
 def test_hashgan_samples_are_images_in_the_tanh_range(images):
     m = smoke(8, epochs=1).fit(images.x_train[:64])
     s = m.sample(5)
