@@ -14,7 +14,9 @@
 set -euo pipefail
 CAO=(iterations=500 batch_size=64 gan_width=16 n_critic=1)
 HASHGAN_DIZAJI=hashgan-dizaji.epochs=10
-HASHGAN_DIZAJI_CIFAR=(hashgan-dizaji.arch=dcgan hashgan-dizaji.epochs=5)
+# its CIFAR-10 runs predate today's default: they ran the first recipe (see dizaji2018-table1's notes)
+HASHGAN_DIZAJI_CIFAR=(hashgan-dizaji.arch=dcgan hashgan-dizaji.epochs=5 hashgan-dizaji.data_init=false
+                      hashgan-dizaji.collab_decay_start=1.0 hashgan-dizaji.weights_for_bits=0)
 DIZAJI=("$HASHGAN_DIZAJI" deepbit.stage1_iterations=5000 deepbit.stage2_iterations=500 uth.iterations=5000)
 as_sets() {  # KEY=VALUE... -> the global array SETS of --set KEY=VALUE arguments
   SETS=(); local kv
