@@ -29,7 +29,7 @@ from bench.deep import (BestOf, Checkpoint, batched, bit_entropy, check_finite, 
                         random_affine, to_float)
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize
+from bench.method import Method, binarize, config_dict
 
 CONV_SIZE = 32  # the conv nets work on 32 x 32 images (CIFAR-10); other sizes are resized on the device
 
@@ -335,7 +335,7 @@ class HashGANDizaji(Method):
 
     def fit(self, x, y=None, validation=None):
         c, g = self.config, self.generator()
-        self.weights_ = weights_at(dataclasses.asdict(c), self.n_bits)
+        self.weights_ = weights_at(config_dict(c), self.n_bits)
         torch.manual_seed(self.seed)  # initialisation, dropout and noise layers
         shape = tuple(self._images(x[:1]).shape[1:])
         generator, heads = self._nets(shape)
