@@ -61,6 +61,8 @@ bench plot pr --dataset cifar10-dizaji2018 --bits 16 32 64 "${SETS[@]}" "${METHO
 # filed under that config).
 for kind in tsne samples; do
   bench plot $kind --dataset mnist-dizaji2018 --bits 32 --seed 2 --method hashgan-dizaji
+  # USPS: seed 0 of dizaji2018-table2's "HashGAN, 300 epochs" row
+  bench plot $kind --dataset usps --bits 32 --seed 0 --method hashgan-dizaji --set epochs=300
 done
 as_sets "${HASHGAN_DIZAJI_CIFAR[@]#hashgan-dizaji.}"
 bench plot samples --dataset cifar10-dizaji2018 --bits 32 --method hashgan-dizaji "${SETS[@]}"
