@@ -5,8 +5,8 @@
 #   cao2018-table{1,2}-cpu500: 500 iterations of batch 64, GAN nets of width 16 with one critic step, and the
 #     authors'-code variant with 500 GAN iterations before F;
 #   dizaji2018-table{1,2}-cpu: HashGAN for 10 epochs, DeepBit and UTH at a tenth of their solver iterations.
-# HashGAN-Dizaji's CIFAR-10 runs use the DCGAN nets for 5 epochs (a row of its own in dizaji2018-table1, and the
-# CIFAR-10 figures below).
+# HashGAN-Dizaji's CIFAR-10 runs use the DCGAN nets for 5 epochs and, predating today's default, the first recipe
+# (a row of its own in dizaji2018-table1, and the CIFAR-10 figures below).
 # dizaji2018-ablation: HashGAN-Dizaji's MNIST 16-bit ablations at 10 epochs (every row sets its own fields).
 # results/tables/renders.json lists the variants and their settings so tests/test_tables.py re-checks them.
 # 'bash results/render.sh tables' stops after the tables: the t-SNE and sample figures below need the fitted
@@ -14,7 +14,6 @@
 set -euo pipefail
 CAO=(iterations=500 batch_size=64 gan_width=16 n_critic=1)
 HASHGAN_DIZAJI=hashgan-dizaji.epochs=10
-# its CIFAR-10 runs predate today's default: they ran the first recipe (see dizaji2018-table1's notes)
 HASHGAN_DIZAJI_CIFAR=(hashgan-dizaji.arch=dcgan hashgan-dizaji.epochs=5 hashgan-dizaji.data_init=false
                       hashgan-dizaji.collab_decay_start=1.0 hashgan-dizaji.weights_for_bits=0)
 DIZAJI=("$HASHGAN_DIZAJI" deepbit.stage1_iterations=5000 deepbit.stage2_iterations=500 uth.iterations=5000)
