@@ -1,4 +1,5 @@
 """What the linear-projection baselines (LSH, PCAH, ITQ) share: centring, PCA, and sign-of-projection codes."""
+
 import torch
 
 from bench.errors import BenchError

@@ -10,13 +10,15 @@ binary bits the objective is quadratic in the bit vector h_p, so all n + 1 inter
 O = const + (2 / K) f(h), f(h) = h.r - h^T X h, X = 1/K - 2 (d_M - d_R of the other bits), r = row sums of X,
 and each flip in breakpoint order changes f by an amount read off a triangular cumulative sum.
 """
+
 import dataclasses
 
 import torch
 
 from baselines._linear import centre
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize, similarity
+from bench.method import FitContext, Method, binarize
+from bench.metrics import relevance
 
 
 def best_weight(z, kappa, w, x_mat, r, h):
@@ -63,15 +65,15 @@ class BRE(Method):
         dissimilar_distance: float = 1.0  # target normalised Hamming distance of pairs sharing no label
         n_sweeps: int = 3  # passes over every weight; stops early when a pass improves nothing
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         self.check_labels(y)
         g = self.generator()
         c, k_bits = self.config, self.n_bits
         centred, self.mean_ = centre(x)
-        base = torch.randperm(x.shape[0], generator=g)[:c.n_base].to(x.device)
+        base = torch.randperm(x.shape[0], generator=g)[: c.n_base].to(x.device)
         xb = centred[base].to(torch.float64)
         n = xb.shape[0]
-        target = torch.where(similarity(y[base], y[base]), 0.0, c.dissimilar_distance).to(torch.float64)
+        target = torch.where(relevance(y[base], y[base]), 0.0, c.dissimilar_distance).to(torch.float64)
         points = torch.randint(0, n, (k_bits, c.points_per_bit), generator=g).to(x.device)
         self.points_ = xb[points]  # (K, t, d)
         kernel = torch.einsum("ktd,nd->knt", self.points_, xb)  # (K, n, t)

@@ -6,10 +6,11 @@ cross-entropy on inner products and a smooth quantization penalty:
     Theta_ij = 1/2 <z_i, z_j>
 Codes: sign(z). Unweighted pairs (HashNet added the balancing).
 
-Departures (methods.md B.6.3): lambda is cross-validated in the paper and unpublished: 0.1 as the public PyTorch
+Departures from the paper: lambda is cross-validated in the paper and unpublished: 0.1 as the public PyTorch
 port; pairs are all pairs within one batch; backbone and schedule are the shared ones of
 bench.deep.SupervisedConfig (from scratch by default).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,15 +18,16 @@ import dataclasses
 import torch
 
 from bench.backbones import DeepHashMethod
-from bench.deep import SupervisedConfig, pairwise_likelihood
+from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, pairwise_likelihood
 from bench.hookspecs import hookimpl
-from bench.method import similarity
+from bench.metrics import relevance
 
 
 class DHN(DeepHashMethod):
     name = "dhn"
     paper = "Zhu et al., AAAI 2016"
     supervision = "pairs"
+    recipes = {"cpu-reduced": SUPERVISED_CPU_REDUCED}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
@@ -36,14 +38,17 @@ class DHN(DeepHashMethod):
         c = self.config
 
         def loss(z, idx, step):
-            s = similarity(y[idx], y[idx])
+            s = relevance(y[idx], y[idx])
             mask = 1 - torch.eye(len(idx), device=z.device)  # an item paired with itself teaches nothing
             likelihood = pairwise_likelihood(z, z, s, c.inner_product_scale, mask)
             # log cosh(|z| - 1), written stably: |u| + softplus(-2|u|) - log 2
             u = (z.abs() - 1).abs()
             quantization = (u + torch.nn.functional.softplus(-2 * u) - 0.6931471805599453).sum(1).mean()
-            return likelihood + c.w_quantization * quantization, {"likelihood": likelihood,
-                                                                   "quantization": quantization}
+            return likelihood + c.w_quantization * quantization, {
+                "likelihood": likelihood,
+                "quantization": quantization,
+            }
+
         return loss
 
 

@@ -6,10 +6,11 @@ output, a sigmoid, then a piecewise threshold that snaps outputs already far fro
     g(s) = 0 if s < 0.5 - eps,  s if |s - 0.5| <= eps,  1 if s > 0.5 + eps
 trained with the triplet ranking loss max(0, 1 - (||F(I) - F(I-)||^2 - ||F(I) - F(I+)||^2)). Codes: 1[F > 0.5].
 
-Departures (methods.md B.6.2): no public code; eps is unpublished (0.1 here); triplets are drawn inside each batch
+Departures from the paper: no public code; eps is unpublished (0.1 here); triplets are drawn inside each batch
 (one random positive and negative per anchor that has both); backbone and schedule are the shared ones of
 bench.deep.SupervisedConfig (from scratch by default, Cao et al. used AlexNet).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,10 +19,10 @@ import torch
 from torch import nn
 
 from bench.backbones import DeepHashMethod
-from bench.deep import SupervisedConfig
+from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import similarity
+from bench.metrics import relevance
 
 
 class DivideAndEncode(nn.Module):
@@ -32,12 +33,12 @@ class DivideAndEncode(nn.Module):
         self.width = dim // n_bits
         if self.width < 1:
             raise BenchError(f"dnnh: {n_bits} bits need at least {n_bits} backbone features (has {dim})")
-        self.weight = nn.Parameter(torch.randn(n_bits, self.width) / self.width ** 0.5)
+        self.weight = nn.Parameter(torch.randn(n_bits, self.width) / self.width**0.5)
         self.bias = nn.Parameter(torch.zeros(n_bits))
 
     def forward(self, features):
         n_bits = self.weight.shape[0]
-        slices = features[:, :n_bits * self.width].reshape(-1, n_bits, self.width)
+        slices = features[:, : n_bits * self.width].reshape(-1, n_bits, self.width)
         return torch.einsum("nkw,kw->nk", slices, self.weight) + self.bias
 
 
@@ -49,7 +50,7 @@ def piecewise_threshold(s: torch.Tensor, eps: float) -> torch.Tensor:
 def triplets(y: torch.Tensor, generator: torch.Generator):
     """(anchor, positive, negative) index triples inside a batch: for each anchor with both, a random item that
     shares a label and a random one that shares none."""
-    s = similarity(y, y)
+    s = relevance(y, y)
     s.fill_diagonal_(False)
     noise = torch.rand(s.shape, generator=generator).to(s.device)
     pos_score, neg_score = torch.where(s, noise, -1.0), torch.where(~s, noise, -1.0)
@@ -63,6 +64,7 @@ class DNNH(DeepHashMethod):
     name = "dnnh"
     paper = "Lai et al., CVPR 2015"
     supervision = "labels"  # triplets are formed from the labels
+    recipes = {"cpu-reduced": SUPERVISED_CPU_REDUCED}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
@@ -83,7 +85,9 @@ class DNNH(DeepHashMethod):
             d_pos, d_neg = ((f[a] - f[p]) ** 2).sum(1), ((f[a] - f[n]) ** 2).sum(1)
             ranking = torch.relu(c.margin - (d_neg - d_pos)).mean() if len(a) else z.sum() * 0
             return ranking, {}
+
         return loss
+
     # codes: sign(z), i.e. sigmoid(z) > 1/2
 
 

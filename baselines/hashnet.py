@@ -8,10 +8,11 @@ with w_ij = |S|/|S1| for similar and |S|/|S0| for dissimilar pairs (the paper's 
 .pair_weights``). Continuation: beta = (1 + 0.005 t)^0.5, updated every 200 iterations (the release's
 ScaleTanH layer), so tanh(beta z) approaches sign(z). Codes: sign(z).
 
-Departures (methods.md B.6.4): pairs are all pairs within one batch (the release pairs two independently shuffled
+Departures from the paper: pairs are all pairs within one batch (the release pairs two independently shuffled
 batches); the class_num positive weight of the release is replaced by the paper's balanced weights; backbone and
 schedule are the shared ones of bench.deep.SupervisedConfig (from scratch by default).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,15 +21,16 @@ import typing
 import torch
 
 from bench.backbones import DeepHashMethod
-from bench.deep import SupervisedConfig, pair_weights, pairwise_likelihood
+from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, pair_weights, pairwise_likelihood
 from bench.hookspecs import hookimpl
-from bench.method import similarity
+from bench.metrics import relevance
 
 
 class HashNet(DeepHashMethod):
     name = "hashnet"
     paper = "Cao et al., ICCV 2017"
     supervision = "pairs"
+    recipes = {"cpu-reduced": SUPERVISED_CPU_REDUCED}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
@@ -36,7 +38,8 @@ class HashNet(DeepHashMethod):
         beta_gamma: float = 0.005  # continuation: beta = (1 + gamma t)^power every beta_step iterations
         beta_power: float = 0.5
         beta_step: int = 200
-        dissimilar_weight: typing.Literal["balanced", "one"] = "balanced"  # "balanced": |S|/|S0| (paper); "one": the release's weight 1
+        # the weight of dissimilar pairs: "balanced", |S|/|S0| (the paper); "one", the release's weight 1
+        dissimilar_weight: typing.Literal["balanced", "one"] = "balanced"
 
     def batch_loss(self, y, generator):
         c, alpha = self.config, self.config.alpha_bits / self.n_bits
@@ -44,8 +47,9 @@ class HashNet(DeepHashMethod):
         def loss(z, idx, step):
             beta = (1 + c.beta_gamma * (step // c.beta_step) * c.beta_step) ** c.beta_power  # continuation
             h = torch.tanh(beta * z)
-            s = similarity(y[idx], y[idx])
+            s = relevance(y[idx], y[idx])
             return pairwise_likelihood(h, h, s, alpha, pair_weights(s, c.dissimilar_weight, True)), {}
+
         return loss
 
 

@@ -7,12 +7,14 @@ orthogonal rotation R minimising the quantization loss ||B - V R||_F^2 by altern
 starting from the orthogonal factor of a random Gaussian matrix (``baselines._linear.itq_rotation``).
 Codes: sgn((x - mean) W_pca R). Follows the authors' MATLAB code, whose loop runs 0..n_iter.
 """
+
 import dataclasses
 
 import torch
 
 from baselines._linear import ProjectionHash, centre, itq_rotation, pca_directions
 from bench.hookspecs import hookimpl
+from bench.method import FitContext
 
 
 class ITQ(ProjectionHash):
@@ -27,7 +29,7 @@ class ITQ(ProjectionHash):
     class Config:
         n_iter: int = 50  # the paper: "we have found 50 iterations to be sufficient" (authors' code: 0..50)
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         centred, self.mean_ = centre(x)
         self.pca_ = pca_directions(centred, self.n_bits, self.name)
         v = (centred @ self.pca_).to(torch.float64)

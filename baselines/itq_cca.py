@@ -7,6 +7,7 @@ scale each direction by its canonical correlation r (the paper: scaling "by thei
 then learn ITQ's rotation on the projected data. With C classes at most C - 1 correlations are non-zero, so
 bits beyond that carry little (why its published numbers grow slowly with length).
 """
+
 import dataclasses
 
 import torch
@@ -14,7 +15,7 @@ import torch
 from baselines._linear import ProjectionHash, centre, itq_rotation
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import label_matrix
+from bench.method import FitContext, label_matrix
 
 
 class ITQCCA(ProjectionHash):
@@ -30,7 +31,7 @@ class ITQCCA(ProjectionHash):
         reg: float = 1e-4  # ridge on both covariances, the value of the reference code
         n_iter: int = 50  # ITQ iterations, as for unsupervised ITQ
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         self.check_labels(y)
         d = x.shape[1]
         if self.n_bits > d:
@@ -47,7 +48,7 @@ class ITQCCA(ProjectionHash):
         chol = torch.linalg.cholesky(cxx)  # whiten: L^-1 A L^-T u = r^2 u, w = L^-T u
         m = torch.linalg.solve_triangular(chol, torch.linalg.solve_triangular(chol, a, upper=False).T, upper=False)
         eigenvalues, u = torch.linalg.eigh((m + m.T) / 2)
-        top = torch.argsort(eigenvalues, descending=True)[:self.n_bits]
+        top = torch.argsort(eigenvalues, descending=True)[: self.n_bits]
         w = torch.linalg.solve_triangular(chol.T, u[:, top], upper=True)
         w = w * eigenvalues[top].clamp(min=0).sqrt()  # scale by the canonical correlations
         v = xs @ w

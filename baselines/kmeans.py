@@ -4,6 +4,7 @@
 It makes clusters, not binary codes, so it only runs on clustering protocols; hashing methods are compared with
 it through k-means on their codes, which the runner does with the same settings (``bench.method.kmeans``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +13,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import Method, kmeans
+from bench.method import FitContext, Method, kmeans
 
 
 class KMeans(Method):
@@ -28,10 +29,10 @@ class KMeans(Method):
         # (bench.method.KMEANS_N_INIT), the same as for k-means on any method's codes.
         pass
 
-    def fit(self, x, y=None):
-        if self.n_clusters is None:
+    def fit(self, x, y=None, context=FitContext()):
+        if context.n_clusters is None:
             raise BenchError("kmeans needs the number of clusters: run it on a clustering protocol")
-        self.labels_, self.centres_ = kmeans(x, self.n_clusters, self.seed)
+        self.labels_, self.centres_ = kmeans(x, context.n_clusters, self.seed)
         return self
 
     def cluster(self, x):
@@ -40,8 +41,9 @@ class KMeans(Method):
         return torch.cdist(x, self.centres_).argmin(1)
 
     def encode(self, x):
-        raise BenchError("kmeans makes clusters, not binary codes: run it on a clustering protocol "
-                         "(digits-clustering, mnist, usps)")
+        raise BenchError(
+            "kmeans makes clusters, not binary codes: run it on a clustering protocol (digits-clustering, mnist, usps)"
+        )
 
 
 @hookimpl

@@ -10,6 +10,7 @@ a PCA of the whole data whose eigen-directions are dealt to subspaces balancing 
 eigenvalues (OPQ's parametric solution); each subspace starts as PCA hashing (centres at +-s on its first b
 axes, s fitted to the data). A point's code: the index bits of its nearest centre in each subspace.
 """
+
 import dataclasses
 import itertools
 
@@ -18,7 +19,7 @@ import torch
 from baselines._linear import centre, pca_directions
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import Method
+from bench.method import FitContext, Method
 
 
 def balanced_partition(eigenvalues: torch.Tensor, n_parts: int) -> list[list[int]]:
@@ -48,7 +49,7 @@ class KMH(Method):
         n_iter: int = 50  # "50 to 200, usually 50 is enough" (demo)
         lam: float = 10.0  # weight of the affinity error (demo)
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         b = self.config.bits_per_subspace
         if self.n_bits % b:
             raise BenchError(f"{self.name}: n_bits ({self.n_bits}) must be a multiple of bits_per_subspace ({b})")
@@ -78,14 +79,14 @@ class KMH(Method):
             assign = torch.cdist(z, centres).argmin(1)  # E-step
             counts = torch.bincount(assign, minlength=len(centres)).to(torch.float64)
             sums = torch.zeros_like(centres).index_add_(0, assign, z)
-            weights = counts[:, None] * counts[None, :] / n ** 2
+            weights = counts[:, None] * counts[None, :] / n**2
             centres = centres.clone().requires_grad_(True)
             optimiser = torch.optim.LBFGS([centres], max_iter=20, line_search_fn="strong_wolfe")
 
-            def cost():
+            def cost():  # LBFGS calls it within this iteration, on this iteration's values
                 optimiser.zero_grad()
                 # mean ||x - c(x)||^2 written with cluster sums (the ||x||^2 part is constant)
-                quan = ((counts * (centres ** 2).sum(1)).sum() - 2 * (sums * centres).sum()) / n
+                quan = ((counts * (centres**2).sum(1)).sum() - 2 * (sums * centres).sum()) / n
                 gaps = torch.cdist(centres, centres) + torch.eye(len(counts), dtype=torch.float64, device=z.device)
                 aff = (weights * (gaps - torch.eye(len(counts), device=z.device) - target) ** 2).sum()
                 loss = quan + 2 * self.config.lam * aff

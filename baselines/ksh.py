@@ -9,13 +9,15 @@ a^T K^T K a = l), is refined on the smooth surrogate y = 2 sigmoid(K a) - 1 by a
 backtracking (at most ``max_iter`` steps), and the refined a is kept only if its binary objective is better.
 Codes: sgn(k(x)^T A).
 """
+
 import dataclasses
 
 import torch
 
 from baselines._kernel import pick_anchors, rbf
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize, similarity
+from bench.method import FitContext, Method, binarize
+from bench.metrics import relevance
 
 
 def _smooth_cost(k_l: torch.Tensor, residual: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -25,7 +27,7 @@ def _smooth_cost(k_l: torch.Tensor, residual: torch.Tensor, a: torch.Tensor) -> 
 
 def refine(k_l, residual, a, max_iter: int, tol: float):
     """Accelerated (Nesterov) gradient descent with backtracking on the smooth cost, as OptProjectionFast."""
-    l = k_l.shape[0]
+    n_labelled = k_l.shape[0]
     step, prev, current = 1.0, a.clone(), a.clone()
     cost = float(_smooth_cost(k_l, residual, a))
     for t in range(1, max_iter + 1):
@@ -40,7 +42,7 @@ def refine(k_l, residual, a, max_iter: int, tol: float):
                 break
             step *= 0.5
         prev, current = current, candidate
-        if abs(f_candidate - cost) / l <= tol:
+        if abs(f_candidate - cost) / n_labelled <= tol:
             break
         cost = f_candidate
     return current
@@ -63,7 +65,7 @@ class KSH(Method):
     def _kernel(self, x):
         return rbf(x, self.anchors_, 2 * self.width_) - self.kernel_mean_
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         self.check_labels(y)
         g = self.generator()
         c = self.config
@@ -72,20 +74,21 @@ class KSH(Method):
         self.kernel_mean_ = 0.0
         features = self._kernel(x)
         self.kernel_mean_ = features.mean(0, keepdim=True)
-        labelled = torch.randperm(x.shape[0], generator=g)[:c.n_labelled].to(x.device)
+        labelled = torch.randperm(x.shape[0], generator=g)[: c.n_labelled].to(x.device)
         k_l = features[labelled] - self.kernel_mean_
-        l = k_l.shape[0]
-        residual = self.n_bits * (2 * similarity(y[labelled], y[labelled]).to(torch.float64) - 1)
+        n_labelled = k_l.shape[0]
+        residual = self.n_bits * (2 * relevance(y[labelled], y[labelled]).to(torch.float64) - 1)
         gram = k_l.T @ k_l + 1e-6 * torch.eye(k_l.shape[1], dtype=torch.float64, device=x.device)
         chol = torch.linalg.cholesky(gram)
         projections = []
         for _ in range(self.n_bits):
             m = k_l.T @ residual @ k_l
             whitened = torch.linalg.solve_triangular(
-                chol, torch.linalg.solve_triangular(chol, (m + m.T) / 2, upper=False).T, upper=False)
+                chol, torch.linalg.solve_triangular(chol, (m + m.T) / 2, upper=False).T, upper=False
+            )
             _, vectors = torch.linalg.eigh((whitened + whitened.T) / 2)
             a = torch.linalg.solve_triangular(chol.T, vectors[:, -1:], upper=True)[:, 0]
-            a = a * (l / (a @ gram @ a)).sqrt()
+            a = a * (n_labelled / (a @ gram @ a)).sqrt()
             spectral = torch.where(k_l @ a >= 0, 1.0, -1.0).to(torch.float64)
             refined_a = refine(k_l, residual, a, c.max_iter, c.tol)
             refined = torch.where(k_l @ refined_a >= 0, 1.0, -1.0).to(torch.float64)

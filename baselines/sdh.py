@@ -7,13 +7,14 @@ by alternating: W = ridge(B -> Y, lambda) (G-step); P = ridge(phi(X) -> B, lambd
 cyclic coordinate descent, one bit column at a time, B_k = sgn(Q_k - B_{-k} W_{-k} W_k^T) with
 Q = nu phi(X) P + Y W^T (B-step). Codes: sgn(phi(x) P). Starts from random codes.
 """
+
 import dataclasses
 
 import torch
 
 from baselines._kernel import pick_anchors, rbf
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize, label_matrix
+from bench.method import FitContext, Method, binarize, label_matrix
 
 
 def ridge(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
@@ -44,10 +45,10 @@ class SDH(Method):
         x = x.to(torch.float64)
         if self.config.normalize:
             x = torch.nn.functional.normalize(x, dim=1)
-        phi = rbf(x, self.anchors_, 2 * self.config.sigma ** 2)
+        phi = rbf(x, self.anchors_, 2 * self.config.sigma**2)
         return torch.cat([phi, torch.ones(phi.shape[0], 1, dtype=phi.dtype, device=phi.device)], 1)
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         self.check_labels(y)
         g = self.generator()
         c = self.config

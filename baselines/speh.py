@@ -6,6 +6,7 @@ Fit: PCA to min(n_bits, d) directions (projection without centring, as the code)
 max + eps] per direction, enumerate modes k = 1.. per direction, keep the n_bits with the smallest eigenvalues
 (after the constant one). Bit = sign of the eigenfunction. Deterministic.
 """
+
 import dataclasses
 import math
 
@@ -13,7 +14,7 @@ import torch
 
 from baselines._linear import centre, pca_directions
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize
+from bench.method import FitContext, Method, binarize
 
 
 class SpectralHashing(Method):
@@ -26,7 +27,7 @@ class SpectralHashing(Method):
     class Config:
         pass  # nothing to set: the box and the modes follow from the data
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         n_pca = min(self.n_bits, x.shape[1])
         centred, _ = centre(x)
         self.pca_ = pca_directions(centred, n_pca, self.name)
@@ -40,10 +41,11 @@ class SpectralHashing(Method):
         modes = [(0, 0)] + [(j, k) for j in range(n_pca) for k in range(1, max_mode[j])]
         frequency = [0.0 if k == 0 else (k * math.pi / float(width[j])) ** 2 for j, k in modes]
         order = sorted(range(len(modes)), key=lambda i: frequency[i])  # stable, as MATLAB's sort
-        chosen = [modes[i] for i in order[1:self.n_bits + 1]]
+        chosen = [modes[i] for i in order[1 : self.n_bits + 1]]
         self.dims_ = torch.tensor([j for j, _ in chosen], device=x.device)
-        self.omegas_ = torch.tensor([k * math.pi / float(width[j]) for j, k in chosen], dtype=torch.float64,
-                                    device=x.device)
+        self.omegas_ = torch.tensor(
+            [k * math.pi / float(width[j]) for j, k in chosen], dtype=torch.float64, device=x.device
+        )
         return self
 
     def encode(self, x):

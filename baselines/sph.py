@@ -8,13 +8,14 @@ Pivots start as means of a few random training points; training uses a random su
 Ranked by plain Hamming distance by default, as third-party code evaluates it; ``distance=spherical`` ranks by
 the paper's spherical Hamming distance |a xor b| / |a and b| instead (the evaluator's alternative distance).
 """
+
 import dataclasses
 from typing import Literal
 
 import torch
 
 from bench.hookspecs import hookimpl
-from bench.method import Method, binarize
+from bench.method import FitContext, Method, binarize
 
 
 class SphericalHashing(Method):
@@ -37,9 +38,9 @@ class SphericalHashing(Method):
     def ranking_distance(self) -> str:
         return self.config.distance
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         g = self.generator()
-        subset = torch.randperm(x.shape[0], generator=g)[:self.config.n_train].to(x.device)
+        subset = torch.randperm(x.shape[0], generator=g)[: self.config.n_train].to(x.device)
         data = x[subset].to(torch.float64)
         n, k = data.shape[0], self.n_bits
         starts = torch.randint(0, n, (k, self.config.init_points), generator=g).to(x.device)
@@ -52,8 +53,9 @@ class SphericalHashing(Method):
             overlap = inside.T @ inside
             off = ~torch.eye(k, dtype=torch.bool, device=x.device)
             error = (overlap - quarter)[off]
-            if k == 1 or (error.abs().mean() <= self.config.eps_mean * quarter
-                          and error.std() <= self.config.eps_std * quarter):
+            if k == 1 or (
+                error.abs().mean() <= self.config.eps_mean * quarter and error.std() <= self.config.eps_std * quarter
+            ):
                 break
             alpha = torch.where(off, (overlap - quarter) / quarter / 2, 0.0)
             force = alpha.sum(1, keepdim=True) * centres - alpha @ centres  # sum_j alpha_ij (c_i - c_j)

@@ -8,11 +8,12 @@ A backbone with a K-unit sigmoid layer F(x) trained on unsupervised triplets: an
   - sum_k H(mu_k), mu_k = batch mean of F_k                  maximum information entropy: balanced bits
 Codes are sign(F(x) - 0.5).
 
-Only the abstract is available (methods.md B.5.3): the weights, rotation range and schedule are not published, so
-they follow DeepBit's release (rotations within +-10 degrees, margin 1, SGD as DeepBit's first stage). The paper
-fine-tunes an ImageNet-pretrained VGG-16; offline the default trains the small CNN (bench.backbones) from scratch;
+Only the abstract is available: the weights, rotation range and schedule are not published, so they follow
+DeepBit's release (rotations within +-10 degrees, margin 1, SGD as DeepBit's first stage). The paper fine-tunes an
+ImageNet-pretrained VGG-16; offline the default trains the small CNN (bench.backbones) from scratch;
 ``backbone``/``weights``/``freeze_backbone`` select the paper's setup for users with the weights.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,11 +21,10 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from baselines.deepbit import sgd_stage
 from bench.backbones import DeepHashMethod
-from bench.deep import BackboneConfig, bit_entropy, check_finite, iteration_batches, random_affine
+from bench.deep import BackboneConfig, LossLog, bit_entropy, iteration_batches, random_affine, sgd_stage
 from bench.hookspecs import hookimpl
-from bench.method import binarize
+from bench.method import FitContext, binarize
 
 
 class UTH(DeepHashMethod):
@@ -33,11 +33,12 @@ class UTH(DeepHashMethod):
     supervision = "none"
     activation = "sigmoid"
     smoke = {"iterations": 80}
+    recipes = {"cpu-reduced": {"iterations": 5000}}  # CPU-only runs: a tenth of the solver iterations
 
     @dataclasses.dataclass(frozen=True)
     class Config(BackboneConfig):  # paper: VGG-16 with ImageNet weights
         freeze_backbone: bool = False
-        margin: float = 1.0  # not published: DeepBit-like guess (methods.md)
+        margin: float = 1.0  # not published: a guess (the usual unit margin)
         rotation_degrees: float = 10.0  # positive = the anchor rotated uniformly within +-this
         w_triplet: float = 1.0  # the three criteria weighted equally (not published)
         w_quantization: float = 1.0
@@ -49,32 +50,48 @@ class UTH(DeepHashMethod):
         momentum: float = 0.9
         weight_decay: float = 5e-4
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=FitContext()):
         c, g = self.config, self.generator()
         self.net_ = self.network(x).train()
         opt, schedule = sgd_stage(self.net_.trainable(), c.lr, c.lr_step, c.momentum, c.weight_decay)
+        log = LossLog(self.name)
         for step, idx in enumerate(iteration_batches(x.shape[0], c.batch_size, c.iterations, g, x.device), 1):
-            anchor_in = self.net_.backbone.prepare(x[idx])
-            positive_in = random_affine(anchor_in, g, c.rotation_degrees, 0.0)
-            # The negative of each anchor: another image of the batch (a random batch of a 10-class set is another
-            # image, and mostly another class).
-            negative = torch.roll(torch.arange(len(idx), device=x.device), 1)
-            f_anchor, f_positive = self.net_(anchor_in), self.net_(positive_in)
-            f_negative = f_anchor[negative]
-            triplet = F.relu(c.margin + ((f_anchor - f_positive) ** 2).sum(1)
-                             - ((f_anchor - f_negative) ** 2).sum(1)).mean()
-            b = (f_anchor > 0.5).float().detach()
-            quantization = 0.5 * ((b - f_anchor) ** 2).sum(1).mean()
-            entropy = bit_entropy(f_anchor.mean(0)).sum()
-            loss = c.w_triplet * triplet + c.w_quantization * quantization - c.w_entropy * entropy
+            loss, terms = self._loss(self.net_.backbone.prepare(x[idx]), g)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             schedule.step()
-            if step % 500 == 0:
-                check_finite(self.name, step, loss=loss)
-        check_finite(self.name, c.iterations, loss=loss)
+            log.add(loss=loss, **terms)
+            if step % 500 == 0 or step == c.iterations:
+                log.close(step, iteration=step)
+        self.training_ = {
+            "iterations": c.iterations,
+            "selection": "last iteration (fixed schedule)",
+            "log": log.entries,
+        }
         return self
+
+    def _loss(self, anchor_in: torch.Tensor, generator: torch.Generator):
+        """The three criteria on a batch of prepared anchor images: (loss, {term: value})."""
+        c = self.config
+        positive_in = random_affine(anchor_in, generator, c.rotation_degrees, 0.0)
+        # The negative of each anchor: another image of the batch (a random batch of a 10-class set is another
+        # image, and mostly another class).
+        negative = torch.roll(torch.arange(anchor_in.shape[0], device=anchor_in.device), 1)
+        f_anchor, f_positive = self.net_(anchor_in), self.net_(positive_in)
+        f_negative = f_anchor[negative]
+        b = (f_anchor > 0.5).float().detach()
+        terms = {
+            "triplet": F.relu(
+                c.margin + ((f_anchor - f_positive) ** 2).sum(1) - ((f_anchor - f_negative) ** 2).sum(1)
+            ).mean(),
+            "quantization": 0.5 * ((b - f_anchor) ** 2).sum(1).mean(),
+            "entropy": bit_entropy(f_anchor.mean(0)).sum(),
+        }  # maximised: balanced bits
+        loss = (
+            c.w_triplet * terms["triplet"] + c.w_quantization * terms["quantization"] - c.w_entropy * terms["entropy"]
+        )
+        return loss, terms
 
     def encode(self, x):
         self.check_fitted("net_")

@@ -4,6 +4,7 @@ The host is small on purpose. Methods are pluggy plugins (``bench.hookspecs``); 
 (``bench.data``), the evaluator (``bench.metrics``), running and storing (``bench.runner``, ``bench.results``) and
 paper tables (``bench.tables``). ``bench.cli`` is the ``bench`` command.
 """
+
 from bench.errors import BenchError
 from bench.method import Method, binarize
 

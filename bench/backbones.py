@@ -10,6 +10,7 @@
 A backbone owns its preprocessing: ``prepare`` turns the harness's uint8 images into the float inputs it expects,
 on the device, so augmentations can be applied between ``prepare`` and ``forward``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.deep import batched, to_float
+from bench.deep import batched, to_float, train_hash_network
 from bench.errors import BenchError, unknown
-from bench.method import Method, binarize
+from bench.method import FitContext, Method, binarize
 
 INPUT_SIZE = {"small_cnn": 32, "alexnet": 224, "vgg16": 224}  # square input side each backbone expects
 BACKBONES = tuple(INPUT_SIZE)
@@ -42,10 +43,18 @@ class Backbone(nn.Module):
 
             def block(a, b):
                 return [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
-            self.net = nn.Sequential(*block(channels, 32), *block(32, 64), *block(64, 128), nn.Flatten(),
-                                     nn.Linear(128 * 4 * 4, self.dim), nn.ReLU())
+
+            self.net = nn.Sequential(
+                *block(channels, 32),
+                *block(32, 64),
+                *block(64, 128),
+                nn.Flatten(),
+                nn.Linear(128 * 4 * 4, self.dim),
+                nn.ReLU(),
+            )
         else:
             import torchvision
+
             model = getattr(torchvision.models, name)(weights=None)
             self.imagenet, self.dim = True, 4096
             # features -> pooling -> classifier without its 1000-way layer (fc7 features, as DeCAF7 / DeepBit)
@@ -59,8 +68,11 @@ class Backbone(nn.Module):
         if x.dtype == torch.uint8:
             out = to_float(x, self.size)
         else:
-            out = x if tuple(x.shape[-2:]) == (self.size, self.size) else F.interpolate(
-                x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            out = (
+                x
+                if tuple(x.shape[-2:]) == (self.size, self.size)
+                else F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            )
             out = out.clone() if self.imagenet else out
         if not self.imagenet:
             return out
@@ -88,16 +100,21 @@ def load_weights(net: nn.Module, model, name: str, weights: str) -> None:
         target = model if model is not None else net
     elif model is not None:
         import torchvision
+
         enum = torchvision.models.get_model_weights(name)
         choices = [w.name for w in enum]
         if weights.split(".")[-1] not in choices:
-            raise BenchError(f"backbone weights {weights!r} is neither a file nor a torchvision weights name of "
-                             f"{name} (choices: {', '.join(choices)}, or a path to a state-dict file)")
+            raise BenchError(
+                f"backbone weights {weights!r} is neither a file nor a torchvision weights name of "
+                f"{name} (choices: {', '.join(choices)}, or a path to a state-dict file)"
+            )
         try:
             state = enum[weights.split(".")[-1]].get_state_dict(progress=False)
         except Exception as e:  # no network, no cache
-            raise BenchError(f"cannot obtain torchvision weights {name} {weights}: {type(e).__name__}: {e}; download "
-                             f"them where there is a network, or pass a state-dict file") from None
+            raise BenchError(
+                f"cannot obtain torchvision weights {name} {weights}: {type(e).__name__}: {e}; download "
+                f"them where there is a network, or pass a state-dict file"
+            ) from None
         target = model
     else:
         raise BenchError(f"backbone weights {weights!r}: no such file (the {name} backbone has no named weights)")
@@ -115,8 +132,9 @@ class HashNetwork(nn.Module):
     their own squashing in the loss). With ``freeze`` only the new layer learns: the trunk stays in eval mode and
     runs without a backward pass."""
 
-    def __init__(self, backbone: str, channels: int, weights: str, n_bits: int, freeze: bool = False,
-                 activation: str = "sigmoid"):
+    def __init__(
+        self, backbone: str, channels: int, weights: str, n_bits: int, freeze: bool = False, activation: str = "sigmoid"
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise unknown("activation", activation, ACTIVATIONS)
@@ -151,24 +169,25 @@ class DeepHashMethod(Method):
     DHN, DNNH, CNNH) share everything else too: a Config built on ``bench.deep.SupervisedConfig``, training by
     ``bench.deep.train_hash_network`` with the method's loss (``batch_loss``), codes sign(F(x)); their files hold
     only the loss. DeepBit, UTH and HashGAN (Cao) bring their own ``fit`` and ``encode``."""
+
     input = "images"
     smoke = {"iterations": 60, "batch_size": 64}
     activation = "linear"  # F's output squashing; the supervised losses apply their own
 
     def network(self, x: torch.Tensor) -> HashNetwork:
-        """A fresh F for images like ``x``, on the run's device; its initial weights follow the run seed. A Config
-        with ``freeze_backbone`` trains only the new layer."""
+        """A fresh F for images like ``x``, on the run's device; its initial weights come from torch's global
+        generator, which the runner seeds with the run seed around fit. A Config with ``freeze_backbone`` trains
+        only the new layer."""
         c = self.config
-        torch.manual_seed(self.seed)
-        return HashNetwork(c.backbone, x.shape[1], c.weights, self.n_bits, getattr(c, "freeze_backbone", False),
-                           self.activation).to(self.device)
+        return HashNetwork(
+            c.backbone, x.shape[1], c.weights, self.n_bits, getattr(c, "freeze_backbone", False), self.activation
+        ).to(self.device)
 
     def batch_loss(self, y: torch.Tensor, generator: torch.Generator):
         """The loss of a batch: a function (outputs, training indices, step) -> (loss, {term: value})."""
         raise NotImplementedError
 
-    def fit(self, x, y=None):
-        from bench.deep import train_hash_network
+    def fit(self, x, y=None, context=FitContext()):
         y = self.check_labels(y)
         g = self.generator()
         self.net_ = self.network(x)

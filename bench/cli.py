@@ -1,11 +1,11 @@
-"""The ``bench`` command: list, run, evaluate, table, plot, bench-eval, bench-loader.
+"""The ``bench`` command: list, run, evaluate, table, plot, migrate, bench-eval, bench-loader.
 
 Every user error is a ``BenchError``: printed on one line as ``bench: error: ...``, exit status 2, no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -21,10 +21,14 @@ def _results_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", help="folder holding the datasets (default: $HASHBENCH_DATA, else "
-                                            "~/.cache/hashbench/data); only read, never written")
-    parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets "
-                                                                "into the data root")
+    parser.add_argument(
+        "--data-root",
+        help="folder holding the datasets (default: $HASHBENCH_DATA, else "
+        "~/.cache/hashbench/data); only read, never written",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="let torchvision download missing datasets into the data root"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,13 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits", help="dataset/protocol name (default: digits)")
     p.add_argument("--bits", nargs="+", default=["16", "32", "64"], help="code lengths (default: 16 32 64)")
     p.add_argument("--seeds", nargs="+", default=["0"], help="run seeds (default: 0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field")
+    p.add_argument(
+        "--recipe",
+        default="default",
+        help="a named recipe of the methods (bench list --recipes; default: the Config itself)",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field (over the recipe)"
+    )
     p.add_argument("--input", help="input view (default: pixels for vector methods, images for image methods)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--force", action="store_true", help="rerun cells already stored")
 
-    p = sub.add_parser("evaluate", help="score codes from anywhere: an .npz with query_codes, db_codes, "
-                                        "query_labels, db_labels")
+    p = sub.add_parser(
+        "evaluate", help="score codes from anywhere: an .npz with query_codes, db_codes, query_labels, db_labels"
+    )
     p.add_argument("codes", help="the .npz file")
     p.add_argument("--topk", nargs="+", type=int, default=[1000], help="cutoffs K for map@K (default: 1000)")
     p.add_argument("--radius", type=int, default=2, help="Hamming radius for p@h<=R (default: 2)")
@@ -55,26 +67,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="render a paper-layout table from the stored records")
     _results_option(p)
-    p.add_argument("name", help="table name (see bench list)")
+    p.add_argument("name", nargs="?", help="table name (see bench list)")
     p.add_argument("--format", default="markdown", help="markdown or latex (default: markdown)")
     p.add_argument("--out", help="also write the table to this file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="show runs with this Config field changed (e.g. a reduced schedule), for the rows whose "
-                        "method has it; METHOD.KEY=VALUE for one method's rows only")
+    p.add_argument(
+        "--all",
+        metavar="DIR",
+        help="instead of one table, write every table and each recipe it lists to DIR as NAME[-RECIPE].md and .tex",
+    )
+    p.add_argument(
+        "--recipe",
+        help="show the runs of this recipe in the rows whose method declares it (e.g. cpu-reduced: a reduced schedule)",
+    )
 
     p = sub.add_parser("plot", help="draw the papers' figures from stored runs (PNG and PDF)")
     _data_options(p)
     _results_option(p)
-    p.add_argument("kind", help="pr (precision-recall curves), ph2 (P@H<=2 vs bits), pn (P@N curves), tsne (t-SNE "
-                                "of codes) or samples (generated images)")
+    p.add_argument(
+        "kind",
+        help="pr (precision-recall curves), ph2 (P@H<=2 vs bits), pn (P@N curves), tsne (t-SNE "
+        "of codes) or samples (generated images)",
+    )
     p.add_argument("--dataset", default="digits", help="dataset/protocol name (default: digits)")
-    p.add_argument("--method", action="append", default=[], help="method name (pr, ph2, pn: repeat to choose; "
-                                                                 "default all)")
+    p.add_argument(
+        "--method", action="append", default=[], help="method name (pr, ph2, pn: repeat to choose; default all)"
+    )
     p.add_argument("--bits", nargs="+", default=["16", "32", "64"], help="code lengths (tsne/samples: the first)")
     p.add_argument("--seed", default="0", help="run seed of the fitted model (tsne, samples; default 0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field")
+    p.add_argument("--recipe", help="the runs of this recipe for the methods that declare it (default: default)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="tsne, samples: override a Config field of the one method (over the recipe)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--out", default="results/tables", help="folder for the PNG and PDF (default: results/tables)")
+
+    p = sub.add_parser("migrate", help="rewrite the run records of an older schema in the current one")
+    _results_option(p)
 
     p = sub.add_parser("bench-eval", help="time the evaluator against the per-query argsort reference")
     p.add_argument("--queries", type=int, default=1000)
@@ -83,11 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-reference", action="store_true", help="time only ours (for sizes the reference "
-                                                               "cannot handle)")
+    p.add_argument("--no-reference", action="store_true", help="time only ours (for sizes the reference cannot handle)")
 
-    p = sub.add_parser("bench-loader", help="time a HashNet epoch fed from device-resident tensors against a "
-                                            "torchvision DataLoader with PIL transforms")
+    p = sub.add_parser(
+        "bench-loader",
+        help="time a HashNet epoch fed from device-resident tensors against a "
+        "torchvision DataLoader with PIL transforms",
+    )
     _data_options(p)
     p.add_argument("--dataset", default="cifar10-cao2018", help="protocol whose training set is used")
     p.add_argument("--backbone", default="small_cnn", help="small_cnn, alexnet or vgg16 (default: small_cnn)")
@@ -112,18 +146,31 @@ def main(argv=None) -> int:
 
 def cmd_list(args) -> None:
     from bench.registry import get_registry
+
     reg = get_registry()
-    methods = [[m.name, m.paper, m.supervision, m.input, "/".join(m.tasks), reg.origins[("method", m.name)]]
-               for m in sorted(reg.methods.values(), key=lambda m: m.name)]
+    methods = [
+        [m.name, m.paper, m.supervision, m.input, "/".join(m.tasks), reg.origins[("method", m.name)]]
+        for m in sorted(reg.methods.values(), key=lambda m: m.name)
+    ]
     print("Methods\n" + tabulate(methods, headers=["name", "paper", "supervision", "input", "tasks", "module"]))
     protocols = [[p.name, p.task, _wrap(p.description)] for p in reg.protocols.values()]
     print("\nDatasets and protocols\n" + tabulate(protocols, headers=["name", "task", "split"]))
-    tables = [[t.name, _wrap(t.title)] for t in reg.tables.values()]
-    print("\nTables\n" + tabulate(tables, headers=["name", "what"]))
+    tables = [[t.name, t.kind, _wrap(t.title)] for t in reg.tables.values()]
+    print("\nTables\n" + tabulate(tables, headers=["name", "kind", "what"]))
+    named = [
+        [m.name, name, _wrap(", ".join(f"{k}={v}" for k, v in fields.items()), 70)]
+        for m in sorted(reg.methods.values(), key=lambda m: m.name)
+        for name, fields in m.recipes.items()
+    ]
+    print(
+        "\nRecipes (besides default, the Config itself)\n"
+        + tabulate(named, headers=["method", "recipe", "Config overrides"])
+    )
 
 
 def _wrap(text: str, width: int = 90) -> str:
     import textwrap
+
     return "\n".join(textwrap.wrap(text, width))
 
 
@@ -149,13 +196,26 @@ def _ints(values, what: str, low: int = 0) -> list[int]:
 
 def cmd_run(args) -> None:
     from bench.runner import Cell, check_bits, resolve_device, run_grid
+
     bits = check_bits(args.bits)
     seeds = _ints(args.seeds, "--seeds")
     overrides = _parse_sets(args.set)
     device = resolve_device(args.device)
-    cells = [Cell(m, args.dataset, b, s, overrides, args.input) for m in args.method for b in bits for s in seeds]
-    records = run_grid(cells, device=device, results_dir=args.results, data_root=args.data_root,
-                       download=args.download, force=args.force, log=lambda line: print(line, file=sys.stderr))
+    cells = [
+        Cell(m, args.dataset, b, s, args.recipe, overrides, args.input)
+        for m in args.method
+        for b in bits
+        for s in seeds
+    ]
+    records = run_grid(
+        cells,
+        device=device,
+        results_dir=args.results,
+        data_root=args.data_root,
+        download=args.download,
+        force=args.force,
+        log=lambda line: print(line, file=sys.stderr),
+    )
     print(summary(records))
 
 
@@ -163,14 +223,23 @@ def summary(records: list[dict]) -> str:
     """Mean +- std over seeds per (method, bits) of the main metrics, x100, and the mean fit time (of the fits done
     in one process: a resumed fit's seconds cover only its resumed part)."""
     import pandas as pd
-    rows = [{"method": r["method"], "bits": r["n_bits"], **r["metrics"], "fit s": r["timings"].get("fit_s")}
-            for r in records]
+
+    rows = [
+        {"method": r["method"], "bits": r["n_bits"], **r["metrics"], "fit s": r["timings"].get("fit_s")}
+        for r in records
+    ]
     frame = pd.DataFrame(rows)
     metrics = [c for c in frame.columns if c.startswith(("map", "p@h")) or c in ("nmi", "acc")]
     out = []
     for (method, bits), g in frame.groupby(["method", "bits"], sort=False):
-        cells = ["-" if g[m].isna().all() else f"{100 * g[m].mean():.2f} ± {100 * g[m].std(ddof=1):.2f}"
-                 if len(g) > 1 else f"{100 * g[m].mean():.2f}" for m in metrics]
+        cells = [
+            "-"
+            if g[m].isna().all()
+            else f"{100 * g[m].mean():.2f} ± {100 * g[m].std(ddof=1):.2f}"
+            if len(g) > 1
+            else f"{100 * g[m].mean():.2f}"
+            for m in metrics
+        ]
         out.append([method, bits, len(g), *cells, "-" if g["fit s"].isna().all() else f"{g['fit s'].mean():.2f}"])
     return tabulate(out, headers=["method", "bits", "seeds", *metrics, "fit s"], disable_numparse=True)
 
@@ -178,6 +247,7 @@ def summary(records: list[dict]) -> str:
 def cmd_evaluate(args) -> None:
     from bench.metrics import evaluate
     from bench.runner import resolve_device
+
     device = resolve_device(args.device)
     path = Path(args.codes)
     if not path.exists():
@@ -199,21 +269,23 @@ def cmd_evaluate(args) -> None:
 
 def cmd_table(args) -> None:
     from bench.registry import get_registry
-    from bench.errors import unknown
-    from bench.tables import render
-    spec = get_registry().table(args.name)
-    overrides = dict(_parse_sets(args.set))
-    methods = get_registry().methods
-    fields = {row["method"]: {f.name for f in dataclasses.fields(methods[row["method"]].Config)}
-              for row in spec.rows if row["method"] in methods}
-    for key in overrides:
-        method, _, field = key.rpartition(".")
-        if method and method not in fields:
-            raise unknown(f"method in --set key {key!r} of {spec.name}", method, sorted(fields))
-        valid = fields[method] if method else set().union(*fields.values())
-        if field not in valid:
-            raise unknown(f"--set key for {method or 'the methods of ' + spec.name}", field, sorted(valid))
-    text = render(spec, args.format, args.results, overrides)
+    from bench.results import read_records
+    from bench.tables import committed_renders, render
+
+    if args.all:
+        if args.name or args.recipe or args.out:
+            raise BenchError("bench table --all DIR renders every table; it takes no NAME, --recipe or --out")
+        records = read_records(args.results)
+        for spec, recipe, stem in committed_renders(list(get_registry().tables.values())):
+            for fmt, ext in (("markdown", "md"), ("latex", "tex")):
+                path = Path(args.all) / f"{stem}.{ext}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(render(spec, fmt, records=records, recipe=recipe))
+                print(path)
+        return
+    if not args.name:
+        raise BenchError(f"bench table needs a table name (choices: {', '.join(get_registry().tables)}) or --all DIR")
+    text = render(get_registry().table(args.name), args.format, args.results, args.recipe)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -223,27 +295,52 @@ def cmd_table(args) -> None:
 def cmd_plot(args) -> None:
     from bench import plots
     from bench.registry import get_registry
-    from bench.runner import Cell, check_bits, resolve_device
+    from bench.runner import Cell, check_bits, prepare, resolve_device
+
     if args.kind not in plots.KINDS:
         raise BenchError(f"unknown plot {args.kind!r} (choices: {', '.join(plots.KINDS)})")
     bits = check_bits(args.bits)
     protocol = get_registry().protocol(args.dataset).name
     if args.kind in plots.RECORD_KINDS:
+        if args.set:
+            raise BenchError(f"plot {args.kind} draws stored runs by --recipe; --set is for tsne and samples")
         draw = {"pr": plots.pr_curves, "pn": plots.pn_curves, "ph2": plots.ph2_curve}[args.kind]
-        paths = draw(protocol, bits, args.method, args.results, args.out, dict(_parse_sets(args.set)))
+        paths = draw(protocol, bits, args.method, args.results, args.out, args.recipe)
     else:
         if len(args.method) != 1:
             raise BenchError(f"plot {args.kind} needs exactly one --method; got {len(args.method)}")
-        cell = Cell(args.method[0], protocol, bits[0], _ints([args.seed], "--seed")[0], _parse_sets(args.set))
+        cell = Cell(
+            args.method[0],
+            protocol,
+            bits[0],
+            _ints([args.seed], "--seed")[0],
+            args.recipe or "default",
+            _parse_sets(args.set),
+        )
+        prepare(cell)  # a bad recipe or --set fails here, before any data loads
         draw = plots.tsne if args.kind == "tsne" else plots.samples
         paths = draw(cell, device=resolve_device(args.device), data_root=args.data_root, out_dir=args.out)
     print("\n".join(str(p) for p in paths))
 
 
+def cmd_migrate(args) -> None:
+    from bench.results import migrate
+
+    print(f"{migrate(args.results)} record(s) rewritten")
+
+
 def cmd_bench_eval(args) -> None:
     from bench.speed import benchmark_evaluator
-    report = benchmark_evaluator(args.queries, args.database, args.bits, args.classes, device=args.device,
-                                 repeats=args.repeats, reference=not args.no_reference)
+
+    report = benchmark_evaluator(
+        args.queries,
+        args.database,
+        args.bits,
+        args.classes,
+        device=args.device,
+        repeats=args.repeats,
+        reference=not args.no_reference,
+    )
     print(json.dumps(report, indent=1))
 
 
@@ -252,16 +349,31 @@ def cmd_bench_loader(args) -> None:
     from bench.errors import unknown
     from bench.runner import resolve_device
     from bench.speed import benchmark_loader
+
     if args.backbone not in BACKBONES:
         raise unknown("backbone", args.backbone, BACKBONES)
-    report = benchmark_loader(args.dataset, device=resolve_device(args.device), backbone=args.backbone,
-                              batch_size=args.batch_size, iterations=args.iterations, workers=args.workers,
-                              data_root=args.data_root)
+    report = benchmark_loader(
+        args.dataset,
+        device=resolve_device(args.device),
+        backbone=args.backbone,
+        batch_size=args.batch_size,
+        iterations=args.iterations,
+        workers=args.workers,
+        data_root=args.data_root,
+    )
     print(json.dumps(report, indent=1))
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "evaluate": cmd_evaluate, "table": cmd_table, "plot": cmd_plot,
-            "bench-eval": cmd_bench_eval, "bench-loader": cmd_bench_loader}
+COMMANDS = {
+    "list": cmd_list,
+    "run": cmd_run,
+    "evaluate": cmd_evaluate,
+    "table": cmd_table,
+    "plot": cmd_plot,
+    "migrate": cmd_migrate,
+    "bench-eval": cmd_bench_eval,
+    "bench-loader": cmd_bench_loader,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

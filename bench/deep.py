@@ -4,6 +4,7 @@ Training reads minibatches straight from the device-resident uint8 tensors the h
 on the device (no DataLoader, no PIL per step). Random draws come from the method's CPU generator and are moved to
 the device, so a seed gives the same run on every device (up to float rounding).
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,8 +43,9 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator, device) -
     return batches
 
 
-def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0, translate: float = 0.1,
-                  flip: bool = False) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0, translate: float = 0.1, flip: bool = False
+) -> torch.Tensor:
     """A random rotation (uniform in +-degrees), translation (+-translate of the size) and optional horizontal
     flip per image, applied on the device with reflection padding."""
     n = x.shape[0]
@@ -51,13 +53,15 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * translate * 2  # grid units span [-1, 1]
     mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos * mirror, -sin, shift[:, 0]], 1), torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1
+    )
     return _warp(x, theta)
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, crop: float = 0.875,
-                     flip: bool = True) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor, generator: torch.Generator, crop: float = 0.875, flip: bool = True
+) -> torch.Tensor:
     """A random square crop of ``crop`` of each side (AlexNet's 224 of 256) at a random position, mirrored with
     probability 1/2 when ``flip``, and resized back to the input size: the popular repositories' RandomCrop +
     RandomHorizontalFlip, in one resampling of the whole batch on the device."""
@@ -65,8 +69,10 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, crop: float = 
     shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - crop)  # grid units: the crop stays inside
     mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
     zero = torch.zeros(n)
-    theta = torch.stack([torch.stack([crop * mirror, zero, shift[:, 0]], 1),
-                         torch.stack([zero, crop * torch.ones(n), shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([crop * mirror, zero, shift[:, 0]], 1), torch.stack([zero, crop * torch.ones(n), shift[:, 1]], 1)],
+        1,
+    )
     return _warp(x, theta)
 
 
@@ -110,8 +116,14 @@ def pair_weights(s: torch.Tensor, dissimilar: str = "balanced", exclude_self: bo
     return mask * torch.where(s > 0, w_similar, w_dissimilar)
 
 
-def pairwise_likelihood(h_a: torch.Tensor, h_b: torch.Tensor, s: torch.Tensor, alpha: float,
-                        weights: torch.Tensor | None = None, cosine: bool = False) -> torch.Tensor:
+def pairwise_likelihood(
+    h_a: torch.Tensor,
+    h_b: torch.Tensor,
+    s: torch.Tensor,
+    alpha: float,
+    weights: torch.Tensor | None = None,
+    cosine: bool = False,
+) -> torch.Tensor:
     """The pairwise logistic loss of DHN, HashNet and HashGAN (Cao et al. Eq. 8-10):
     sum_ij w_ij [log(1 + exp(x_ij)) - s_ij x_ij] / sum_ij w_ij, with x_ij = alpha <h_a_i, h_b_j>, or
     alpha cos(h_a_i, h_b_j) when ``cosine`` (HashGAN's adaptive sigmoid on the cosine). softplus keeps it finite
@@ -130,6 +142,7 @@ class BackboneConfig:
     """The fields every deep method has: which ``bench.backbones`` network, and its initial weights. The papers
     fine-tune ImageNet-pretrained AlexNet or VGG-16; offline there are none, so the default is the small CNN from
     scratch, and records hold these fields so a table can say which was used."""
+
     backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"
     weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
 
@@ -142,6 +155,7 @@ class SupervisedConfig(BackboneConfig):
     2,000, the new layer at 10x); offline there are no pretrained weights, so the default trains the small CNN
     from scratch, where the fine-tuning rates (1e-5..1e-4) do not move a random network: ``lr`` 0.01 and
     ``head_lr_mult`` 1 (every layer is new)."""
+
     iterations: int = 10_000  # HashNet's solvers
     batch_size: int = 256  # Cao et al. 4.1
     lr: float = 0.01  # from scratch (see above); paper: cross-validated in 1e-5..1e-2 for fine-tuning
@@ -154,40 +168,80 @@ class SupervisedConfig(BackboneConfig):
     flip: bool = True
 
 
+# The reduced schedule of CPU-only runs (the "cpu-reduced" recipe of HashNet, DHN, DNNH and CNNH).
+SUPERVISED_CPU_REDUCED = {"iterations": 500, "batch_size": 64}
+
+
 def sgd(net, config: SupervisedConfig):
     """SGD over the backbone and the new layer (at ``head_lr_mult`` x the rate), with the step schedule."""
-    groups = [{"params": list(net.backbone.parameters()), "lr": config.lr},
-              {"params": list(net.layer.parameters()), "lr": config.lr * config.head_lr_mult}]
+    groups = [
+        {"params": list(net.backbone.parameters()), "lr": config.lr},
+        {"params": list(net.layer.parameters()), "lr": config.lr * config.head_lr_mult},
+    ]
     opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
 
 
-def train_hash_network(name: str, net, x: torch.Tensor, config: SupervisedConfig, generator: torch.Generator,
-                       batch_loss, log_every: int = 500) -> dict:
+def sgd_stage(params, lr: float, step: int, momentum: float, decay: float):
+    """Caffe's SGD solver with its "step" policy (lr x 0.1 every ``step`` iterations), as the DeepBit release's
+    solvers, which UTH follows."""
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=decay)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.1)
+
+
+def train_hash_network(
+    name: str,
+    net,
+    x: torch.Tensor,
+    config: SupervisedConfig,
+    generator: torch.Generator,
+    batch_loss,
+    log_every: int = 500,
+) -> dict:
     """The training loop of the supervised deep baselines: ``config.iterations`` SGD steps on shuffled batches
     of the device-resident images, cropped and flipped on the device. ``batch_loss(outputs, idx, step)`` returns
     (loss, {term: value}) for the network's outputs on the batch of training indices ``idx``. Returns the log
     (mean terms every ``log_every`` steps); a non-finite loss raises Diverged."""
     opt, schedule = sgd(net, config)
     net.train()
-    log, sums, count = [], {}, 0
-    for step, idx in enumerate(iteration_batches(x.shape[0], config.batch_size, config.iterations, generator,
-                                                 x.device), 1):
+    log = LossLog(name)
+    for step, idx in enumerate(
+        iteration_batches(x.shape[0], config.batch_size, config.iterations, generator, x.device), 1
+    ):
         inputs = random_crop_flip(net.backbone.prepare(x[idx]), generator, config.crop, config.flip)
         loss, terms = batch_loss(net(inputs), idx, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         schedule.step()
-        for k, v in {"loss": loss, **terms}.items():
-            sums[k] = sums.get(k, 0.0) + v.detach()
-        count += 1
+        log.add(loss=loss, **terms)
         if step % log_every == 0 or step == config.iterations:
-            check_finite(name, step, **sums)
-            log.append({"iteration": step, **{k: round(float(v) / count, 5) for k, v in sums.items()}})
-            sums, count = {}, 0
+            log.close(step, iteration=step)
     net.eval()
-    return {"iterations": config.iterations, "selection": "last iteration (fixed schedule)", "log": log}
+    return {"iterations": config.iterations, "selection": "last iteration (fixed schedule)", "log": log.entries}
+
+
+class LossLog:
+    """Running sums of a training loop's loss terms, averaged into one log entry at a time (one host sync per
+    entry, which also checks that every term is finite)."""
+
+    def __init__(self, method: str):
+        self.method, self.entries, self._sums, self._count = method, [], {}, 0
+
+    def add(self, **terms) -> None:
+        for k, v in terms.items():
+            self._sums[k] = self._sums.get(k, 0.0) + torch.as_tensor(v).detach()
+        self._count += 1
+
+    def close(self, step: int, **fields) -> dict:
+        """Append and return the entry ``{**fields, term: mean since the last entry}``; raise Diverged if a term
+        is not finite (``step`` names where)."""
+        if self._sums:
+            check_finite(self.method, step, **self._sums)
+        entry = {**fields, **{k: round(float(v) / max(self._count, 1), 5) for k, v in self._sums.items()}}
+        self.entries.append(entry)
+        self._sums, self._count = {}, 0
+        return entry
 
 
 def check_finite(method: str, step: int, **losses: torch.Tensor) -> None:

@@ -1,4 +1,5 @@
 """The one error type users see, and the helper that suggests what they meant."""
+
 import difflib
 
 

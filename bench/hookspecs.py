@@ -11,6 +11,7 @@ A plugin is any module (a file in ``plugins/`` or ``baselines/``, or an installe
 
 The built-in datasets and tables are registered through the same hooks (``bench.data``, ``bench.tables``).
 """
+
 import pluggy
 
 PROJECT = "bench"

@@ -3,11 +3,14 @@
 A method only fits and encodes; the harness owns data, splits, metrics, timing and storage (scikit-learn
 discipline: hyperparameters in, no work in ``__init__``, ``fit`` returns self, learned state ends in ``_``).
 """
+
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -17,6 +20,28 @@ from bench.errors import BenchError, unknown
 SUPERVISION = ("none", "labels", "pairs")  # "none": the runner passes no labels at all
 INPUTS = ("vectors", "images")  # vectors: float32 (n, d); images: uint8 (n, c, h, w)
 TASKS = ("retrieval", "clustering")  # what protocols a method can run on (bench.data.Protocol.task)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitContext:
+    """What ``fit`` may use besides the training data and labels, given by the runner in one object (nothing is
+    set on a method after construction). Randomness: draw from ``Method.generator()``; module initialisation
+    and dropout draw from torch's global generator, which the runner seeds with the run seed around fit
+    (``seeded``), so a method never seeds anything itself."""
+
+    validation: typing.Any = None  # bench.data.Validation carved from the training set (uses_validation methods)
+    unlabelled: torch.Tensor | None = None  # the database without labels (uses_unlabelled methods, *-cao2018)
+    n_clusters: int | None = None  # clustering protocols: the number of clusters to make
+    checkpoint: Path | None = None  # uses_validation methods: where resumable training state lives (cache)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device="cpu"):
+    """torch's global generators seeded with ``seed`` for the block, and restored after it."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(seed)
+        yield
 
 
 class Method(ABC):
@@ -34,33 +59,28 @@ class Method(ABC):
     # Integer Config fields are counts (epochs, batch sizes, steps) and must be >= 1; the few where 0 means
     # something (e.g. "no noise input") are named here, and may be 0.
     zero_allowed: ClassVar[frozenset] = frozenset()
-    # Deep methods: True makes the runner pass ``validation=`` (a bench.data.Validation carved from the training
-    # set) to fit() for model selection, and set ``checkpoint_path`` (in the cache folder) for resumable training.
+    # Deep methods: True makes the runner give fit() ``context.validation`` (a split carved from the training set)
+    # for model selection, and ``context.checkpoint`` (in the cache folder) for resumable training.
     uses_validation: ClassVar[bool] = False
-    # Semi-supervised methods: True makes the runner pass ``unlabelled=`` (the database images, no labels) to fit()
-    # on protocols whose labelled training set is a sample apart from the database (cifar10-cao2018 and the like).
+    # Semi-supervised methods: True makes the runner give fit() ``context.unlabelled`` (the database images, no
+    # labels) on protocols whose labelled training set is a sample apart from the database (the *-cao2018 ones).
     uses_unlabelled: ClassVar[bool] = False
-    checkpoint_path = None
     # Every hashing method also runs on clustering protocols: the runner clusters its codes with k-means. A method
     # with clusters of its own (a softmax head, or k-means itself) returns them from ``cluster``; one without codes
-    # leaves "retrieval" out of ``tasks``. On clustering protocols the runner sets ``n_clusters`` before fit().
+    # leaves "retrieval" out of ``tasks``. On clustering protocols fit() gets ``context.n_clusters``.
     tasks: ClassVar[tuple] = TASKS
-    n_clusters: int | None = None
+    # Named recipes: {name: Config overrides} (bench.recipes). "default" is the Config itself and is not listed;
+    # a paper table's row names its method and recipe, and ``bench run --recipe NAME`` runs one.
+    recipes: ClassVar[dict] = {}
 
     @dataclasses.dataclass(frozen=True)
     class Config:
         pass
 
-    # Config fields added after runs were recorded, with a default that is not what those runs did: {field: the
-    # value that reproduces them}. bench.results reads a record that lacks a field with this value, so changing a
-    # default never relabels older runs as runs of the new one; fields not named here are read at their default.
-    former_defaults: ClassVar[dict] = {}
-
     @classmethod
-    def effective_config(cls, config: dict, n_bits: int) -> dict:
-        """A config (as a record stores it) as it trains at ``n_bits``, for comparing runs: two configs that
-        train alike at that code length (say, a rule that scales weights with the length, or the scaled weights
-        given by hand) must come out equal. The default: the config as it is."""
+    def resolve_config(cls, config, n_bits: int):
+        """The config as it trains at ``n_bits``, for a setting that acts differently with the code length: the
+        runner stores this resolved config, so a record says exactly what trained. Default: as it is."""
         return config
 
     def __init__(self, n_bits: int, config: Config | None = None, *, device="cpu", seed: int = 0):
@@ -70,11 +90,11 @@ class Method(ABC):
         self.seed = seed
 
     @abstractmethod
-    def fit(self, x: torch.Tensor, y: torch.Tensor | None = None) -> "Method":
+    def fit(self, x: torch.Tensor, y: torch.Tensor | None = None, context: FitContext = FitContext()) -> Method:
         """Learn from the training set ``x`` (on ``self.device``); ``y`` only for supervised methods
-        (class ids (n,) int64 or multi-hot (n, c) float32). Returns self. Methods with ``uses_validation`` also
-        take ``validation=None`` and may leave a JSON-able ``training_`` dict (losses, the epoch kept and why),
-        which the runner stores in the record."""
+        (class ids (n,) int64 or multi-hot (n, c) float32); everything else in ``context`` (see FitContext).
+        Returns self. A method may leave a JSON-able ``training_`` dict (losses, the epoch kept and why), which
+        the runner stores in the record."""
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,8 +176,9 @@ def make_config(method_cls, overrides: dict | None = None):
         elif kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif typing.get_origin(kind) is None and not isinstance(value, kind):
-            raise BenchError(f"{method_cls.name}: {key}={value!r} has type {type(value).__name__}, "
-                             f"expected {kind.__name__}")
+            raise BenchError(
+                f"{method_cls.name}: {key}={value!r} has type {type(value).__name__}, expected {kind.__name__}"
+            )
         low = 0 if key in method_cls.zero_allowed else 1
         if kind is int and value < low:
             raise BenchError(f"{method_cls.name}: {key}={value} must be an integer >= {low} (a count)")
@@ -172,11 +193,14 @@ def kmeans(x: torch.Tensor, n_clusters: int, seed: int) -> tuple[torch.Tensor, t
     """k-means++ with ``KMEANS_N_INIT`` restarts (scikit-learn, on the CPU): (cluster ids (n,) int64, centres
     (k, d) float32), both on ``x``'s device."""
     from sklearn.cluster import KMeans
+
     if not 1 <= n_clusters <= x.shape[0]:
         raise BenchError(f"k-means: n_clusters={n_clusters} must be in 1..{x.shape[0]} (the number of items)")
     fitted = KMeans(n_clusters, n_init=KMEANS_N_INIT, random_state=seed).fit(x.detach().cpu().numpy())
-    return (torch.from_numpy(fitted.labels_.astype("int64")).to(x.device),
-            torch.from_numpy(fitted.cluster_centers_.astype("float32")).to(x.device))
+    return (
+        torch.from_numpy(fitted.labels_.astype("int64")).to(x.device),
+        torch.from_numpy(fitted.cluster_centers_.astype("float32")).to(x.device),
+    )
 
 
 def config_dict(config) -> dict:
@@ -188,10 +212,3 @@ def label_matrix(y: torch.Tensor) -> torch.Tensor:
     if y.ndim == 2:
         return y.to(torch.float32)
     return torch.nn.functional.one_hot(y.long(), int(y.max()) + 1).to(torch.float32)
-
-
-def similarity(y_a: torch.Tensor, y_b: torch.Tensor) -> torch.Tensor:
-    """(n_a, n_b) bool: the two items share at least one label (the relevance the evaluator uses)."""
-    if y_a.ndim == 1:
-        return y_a[:, None] == y_b[None, :]
-    return (y_a.to(torch.float32) @ y_b.to(torch.float32).T) > 0

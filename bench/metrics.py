@@ -13,6 +13,7 @@ Queries are processed in chunks, so the memory is bounded whatever the database 
 
 ``SEMANTICS`` states what each number means; it is stored with every record.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,17 +35,17 @@ SEMANTICS = {
     "tie_policy_meaning": "index: items at equal Hamming distance are ranked by database index (a stable sort)",
     "map": "mean over queries of AP over the whole database ranking (tie policy: index)",
     "map@K": "AP over the top K ranked items, normalised by the number of relevant items inside the top K "
-             "(the hashing papers' convention); K is capped at the database size",
+    "(the hashing papers' convention); K is capped at the database size",
     "map_tie_aware": "expected AP over all orders of tied items, closed form (He et al., CVPR 2018)",
     "map_tie_best/worst": "AP when relevant items come first/last inside each group of tied items",
     "distance_spherical": "with distance='spherical' (Spherical Hashing, Heo et al. 2012): |a xor b| / |a and b| of "
-                          "the +1 bits, 0/0 = 0, x/0 ranked after every finite value; Hamming-ball metrics are omitted",
+    "the +1 bits, 0/0 = 0, x/0 ranked after every finite value; Hamming-ball metrics are omitted",
     "p@h<=r": "precision of the items within Hamming radius r (inclusive); a query with an empty ball scores 0",
     "pr_radius": "per radius r = 0..n_bits: mean precision and recall of the Hamming ball of radius r "
-                 "(empty ball: precision 0; recall over all relevant items in the database)",
+    "(empty ball: precision 0; recall over all relevant items in the database)",
     "p@n": "precision and recall of the first N ranked items (tie policy: index)",
     "zero_relevant": "a query with no relevant item in the database (or in the top K for map@K) counts as AP 0; "
-                     "counted in the mean, not dropped",
+    "counted in the mean, not dropped",
 }
 
 
@@ -70,8 +71,10 @@ def as_labels(labels, n: int, what: str) -> torch.Tensor:
     """Validate labels: (n,) class ids -> int64, or (n, c) multi-hot -> float32."""
     t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
     if t.ndim not in (1, 2) or t.shape[0] != n:
-        raise BenchError(f"{what} must have shape ({n},) (class ids) or ({n}, n_classes) (multi-hot), "
-                         f"matching the codes; got {tuple(t.shape)}")
+        raise BenchError(
+            f"{what} must have shape ({n},) (class ids) or ({n}, n_classes) (multi-hot), "
+            f"matching the codes; got {tuple(t.shape)}"
+        )
     if t.is_floating_point() and not torch.isfinite(t).all():
         raise BenchError(f"{what} contains NaN or inf")
     if t.ndim == 1:
@@ -94,10 +97,11 @@ def hamming_distances(query: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
 
 
 def relevance(query_labels: torch.Tensor, db_labels: torch.Tensor) -> torch.Tensor:
-    """(nq, nd) bool: share at least one label."""
+    """(nq, nd) bool: the items share at least one label (class ids (n,) or multi-hot (n, c)). The one relevance
+    of the project: the evaluator's, and the similarity the supervised methods train on."""
     if query_labels.ndim == 1:
         return query_labels[:, None] == db_labels[None, :]
-    return (query_labels @ db_labels.T) > 0
+    return (query_labels.to(torch.float32) @ db_labels.to(torch.float32).T) > 0
 
 
 def stable_order(dist: torch.Tensor) -> torch.Tensor:
@@ -142,8 +146,9 @@ def tie_aware_ap(counts: torch.Tensor, rel_counts: torch.Tensor, harmonic: torch
     h = lambda k: harmonic[k.long()]  # noqa: E731
     d_h = h(c_before + n) - h(c_before)
     pairs = torch.where(n > 1, (r - 1) / (n - 1).clamp(min=1), torch.zeros_like(n))
-    expected = torch.where(n > 0, r / n.clamp(min=1) * ((r_before + 1) * d_h + pairs * (n - (c_before + 1) * d_h)),
-                           torch.zeros_like(n))
+    expected = torch.where(
+        n > 0, r / n.clamp(min=1) * ((r_before + 1) * d_h + pairs * (n - (c_before + 1) * d_h)), torch.zeros_like(n)
+    )
     best = r + (r_before - c_before) * (h(c_before + r) - h(c_before))
     worst = r + (r_before - c_before - n + r) * (h(c_before + n) - h(c_before + n - r))
     total = r.sum(1)
@@ -151,15 +156,27 @@ def tie_aware_ap(counts: torch.Tensor, rel_counts: torch.Tensor, harmonic: torch
     return tuple(torch.where(total > 0, g.sum(1) / safe, torch.zeros_like(total)) for g in (expected, best, worst))
 
 
-def evaluate(query_codes, db_codes, query_labels, db_labels, *, topk=DEFAULT_TOPK, radius=DEFAULT_RADIUS,
-             pn=DEFAULT_PN, device=None, chunk_size: int | None = None, distance: str = "hamming") -> dict:
+def evaluate(
+    query_codes,
+    db_codes,
+    query_labels,
+    db_labels,
+    *,
+    topk=DEFAULT_TOPK,
+    radius=DEFAULT_RADIUS,
+    pn=DEFAULT_PN,
+    device=None,
+    chunk_size: int | None = None,
+    distance: str = "hamming",
+) -> dict:
     """Score query codes against database codes. Returns a dict of scalar metrics plus ``curves``.
 
     Keys: ``map``, ``map@K`` for each K in ``topk``, ``map_tie_aware``, ``map_tie_best``, ``map_tie_worst``,
     ``p@h<=R`` (R = ``radius``), ``zero_relevant_queries``, ``n_queries``, ``n_database``, ``n_bits``, and
     ``curves`` = {``pr_radius``: radius/precision/recall lists, ``p@n``: n/precision/recall lists}.
     ``distance="spherical"`` ranks by Spherical Hashing's distance instead; the Hamming-ball metrics
-    (``p@h<=R``, ``pr_radius``) are then left out. Semantics: ``SEMANTICS``. On the CPU a compiled counting kernel scans each query (parallel over queries);
+    (``p@h<=R``, ``pr_radius``) are then left out. Semantics: ``SEMANTICS``. On the CPU a compiled counting kernel
+    scans each query (parallel over queries);
     on other devices (CUDA) torch scans ``chunk_size`` queries at a time (default: ~64M distances per chunk).
     """
     if distance not in DISTANCES:
@@ -182,10 +199,19 @@ def evaluate(query_codes, db_codes, query_labels, db_labels, *, topk=DEFAULT_TOP
     buckets = spherical_buckets(n_bits) if distance == "spherical" else None
     if device.type == "cpu":
         from bench import _kernels
+
         hist, ap, pn_hits = (torch.from_numpy(a) for a in _kernels.scan(q, d, ql, dl, cutoffs, pn_grid, buckets))
     else:
-        hist, ap, pn_hits = _scan_torch(q.to(device), d.to(device), ql.to(device), dl.to(device), cutoffs, pn_grid,
-                                        chunk_size or max(1, (1 << 26) // n_d), buckets)
+        hist, ap, pn_hits = _scan_torch(
+            q.to(device),
+            d.to(device),
+            ql.to(device),
+            dl.to(device),
+            cutoffs,
+            pn_grid,
+            chunk_size or max(1, (1 << 26) // n_d),
+            buckets,
+        )
     result = _summarise(hist.to(torch.float64), ap, pn_hits, topk, radius, pn_grid, n_d, n_bits)
     if buckets is not None:  # a Hamming ball means nothing under the spherical distance
         del result[f"p@h<={radius}"], result["curves"]["pr_radius"]
@@ -199,11 +225,11 @@ def _scan_torch(q, d, ql, dl, cutoffs, pn_grid, chunk_size, buckets=None):
     n_buckets = q.shape[1] + 1 if buckets is None else int(buckets.max()) + 1
     hists, aps, pns = [], [], []
     for start in range(0, q.shape[0], chunk_size):
-        dist = hamming_distances(q[start:start + chunk_size], d)
+        dist = hamming_distances(q[start : start + chunk_size], d)
         if buckets is not None:  # the number of +1 bits both codes hold, then the spherical distance's rank
-            both = ((q[start:start + chunk_size].to(torch.float32) + 1) / 2) @ ((d.to(torch.float32) + 1) / 2).T
+            both = ((q[start : start + chunk_size].to(torch.float32) + 1) / 2) @ ((d.to(torch.float32) + 1) / 2).T
             dist = buckets.to(device)[dist.long(), both.round().long()].to(torch.int32)
-        rel = relevance(ql[start:start + chunk_size], dl)
+        rel = relevance(ql[start : start + chunk_size], dl)
         rows = dist.shape[0]
         flat = (torch.arange(rows, device=device)[:, None] * n_buckets + dist.long()) * 2 + rel
         hist = torch.bincount(flat.view(-1), minlength=rows * n_buckets * 2).view(rows, n_buckets, 2)
@@ -231,7 +257,8 @@ def _ranked(rel_sorted: torch.Tensor, cutoffs, pn_grid):
     for i, k in enumerate(cutoffs):
         inside = hit_pos < k
         ap_sum = torch.zeros(rows, dtype=torch.float64, device=device).index_add_(
-            0, hit_row[inside], precision_at_hit[inside])
+            0, hit_row[inside], precision_at_hit[inside]
+        )
         n_inside = torch.bincount(hit_row[inside], minlength=rows)
         ap[:, i] = torch.where(n_inside > 0, ap_sum / n_inside.clamp(min=1), 0.0)
     n_pn = max(pn_grid, default=0)
@@ -241,7 +268,7 @@ def _ranked(rel_sorted: torch.Tensor, cutoffs, pn_grid):
 
 REAL_SEMANTICS = {
     "distance": "no binarization: items ranked by the inner product of the real-valued outputs, largest first "
-                "(the HashGAN-B ablation and the HashGAN authors' code)",
+    "(the HashGAN-B ablation and the HashGAN authors' code)",
     "tie_policy": "index (ties of real-valued scores are practically absent)",
     "map": "mean over queries of AP over the whole database ranking",
     "map@K": "AP over the top K, normalised by the relevant items inside the top K",
@@ -250,16 +277,30 @@ REAL_SEMANTICS = {
 }
 
 
-def evaluate_real(query_outputs, db_outputs, query_labels, db_labels, *, topk=DEFAULT_TOPK, pn=DEFAULT_PN,
-                  chunk_size: int | None = None) -> dict:
+def evaluate_real(
+    query_outputs,
+    db_outputs,
+    query_labels,
+    db_labels,
+    *,
+    topk=DEFAULT_TOPK,
+    pn=DEFAULT_PN,
+    chunk_size: int | None = None,
+) -> dict:
     """Score real-valued outputs ranked by inner product (no codes): ``map``, ``map@K``, the P@N curve and the
     counts; the Hamming-ball and tie-aware metrics do not apply. Semantics: ``REAL_SEMANTICS``."""
     q = torch.as_tensor(query_outputs).to(torch.float32)
     d = torch.as_tensor(db_outputs).to(torch.float32).to(q.device)
-    if q.ndim != 2 or d.ndim != 2 or q.shape[1] != d.shape[1] or not (torch.isfinite(q).all()
-                                                                          and torch.isfinite(d).all()):
-        raise BenchError(f"real-valued outputs must be two finite 2-D arrays of equal width; got "
-                         f"{tuple(q.shape)} and {tuple(d.shape)}")
+    if (
+        q.ndim != 2
+        or d.ndim != 2
+        or q.shape[1] != d.shape[1]
+        or not (torch.isfinite(q).all() and torch.isfinite(d).all())
+    ):
+        raise BenchError(
+            f"real-valued outputs must be two finite 2-D arrays of equal width; got "
+            f"{tuple(q.shape)} and {tuple(d.shape)}"
+        )
     ql = as_labels(query_labels, q.shape[0], "query labels").to(q.device)
     dl = as_labels(db_labels, d.shape[0], "database labels").to(q.device)
     n_d = d.shape[0]
@@ -268,20 +309,30 @@ def evaluate_real(query_outputs, db_outputs, query_labels, db_labels, *, topk=DE
     chunk = chunk_size or max(1, (1 << 24) // n_d)
     aps, pns = [], []
     for start in range(0, q.shape[0], chunk):
-        scores = q[start:start + chunk] @ d.T
+        scores = q[start : start + chunk] @ d.T
         order = torch.argsort(-scores, dim=1, stable=True)
-        ap, pn_hits = _ranked(relevance(ql[start:start + chunk], dl).gather(1, order), cutoffs, pn_grid)
+        ap, pn_hits = _ranked(relevance(ql[start : start + chunk], dl).gather(1, order), cutoffs, pn_grid)
         aps.append(ap)
         pns.append(pn_hits)
     ap, pn_hits = torch.cat(aps), torch.cat(pns).to(torch.float64)
     n_rel = relevance(ql, dl).sum(1).to(torch.float64)
     grid = torch.tensor(pn_grid, dtype=torch.float64)
     recall = torch.where(n_rel[:, None] > 0, pn_hits / n_rel.clamp(min=1)[:, None], 0.0)
-    return {"map": float(ap[:, 0].mean()), **{f"map@{k}": float(ap[:, i + 1].mean()) for i, k in enumerate(topk)},
-            "zero_relevant_queries": int((n_rel == 0).sum()), "n_queries": q.shape[0], "n_database": n_d,
-            "n_bits": q.shape[1],
-            "curves": {"p@n": {"n": pn_grid, "precision": (pn_hits / grid).mean(0).tolist() if pn_grid else [],
-                               "recall": recall.mean(0).tolist() if pn_grid else []}}}
+    return {
+        "map": float(ap[:, 0].mean()),
+        **{f"map@{k}": float(ap[:, i + 1].mean()) for i, k in enumerate(topk)},
+        "zero_relevant_queries": int((n_rel == 0).sum()),
+        "n_queries": q.shape[0],
+        "n_database": n_d,
+        "n_bits": q.shape[1],
+        "curves": {
+            "p@n": {
+                "n": pn_grid,
+                "precision": (pn_hits / grid).mean(0).tolist() if pn_grid else [],
+                "recall": recall.mean(0).tolist() if pn_grid else [],
+            }
+        },
+    }
 
 
 def _summarise(hist, ap, pn_hits, topk, radius, pn_grid, n_d, n_bits) -> dict:
@@ -313,10 +364,16 @@ def _summarise(hist, ap, pn_hits, topk, radius, pn_grid, n_d, n_bits) -> dict:
         "n_database": n_d,
         "n_bits": n_bits,
         "curves": {
-            "pr_radius": {"radius": list(range(n_bits + 1)), "precision": precision_r.mean(0).tolist(),
-                          "recall": recall_r.mean(0).tolist()},
-            "p@n": {"n": list(pn_grid), "precision": (pn_hits / grid).mean(0).tolist() if pn_grid else [],
-                    "recall": recall_n.mean(0).tolist() if pn_grid else []},
+            "pr_radius": {
+                "radius": list(range(n_bits + 1)),
+                "precision": precision_r.mean(0).tolist(),
+                "recall": recall_r.mean(0).tolist(),
+            },
+            "p@n": {
+                "n": list(pn_grid),
+                "precision": (pn_hits / grid).mean(0).tolist() if pn_grid else [],
+                "recall": recall_n.mean(0).tolist() if pn_grid else [],
+            },
         },
     }
 
@@ -326,10 +383,10 @@ def _summarise(hist, ap, pn_hits, topk, radius, pn_grid, n_d, n_bits) -> dict:
 NMI_NORMALIZERS = ("geometric", "arithmetic")
 CLUSTERING_SEMANTICS = {
     "nmi": "normalised mutual information I(Y; C) / sqrt(H(Y) H(C)) (the geometric normaliser: scikit-learn's "
-           "default before 0.22, what the Dizaji/JULE/DEPICT tables used); natural logarithms",
+    "default before 0.22, what the Dizaji/JULE/DEPICT tables used); natural logarithms",
     "nmi_arithmetic": "I(Y; C) / ((H(Y) + H(C)) / 2), scikit-learn's default since 0.22, for comparison",
     "acc": "accuracy under the best one-to-one map of clusters to classes (Hungarian algorithm on the "
-           "contingency table); clusters left unmatched count as errors",
+    "contingency table); clusters left unmatched count as errors",
     "items": "every item of the dataset is clustered and scored (no held-out split), k = number of classes",
 }
 
@@ -338,8 +395,10 @@ def _contingency(labels, clusters) -> np.ndarray:
     """(n_classes, n_clusters) counts of items per (class, cluster)."""
     labels, clusters = np.asarray(labels), np.asarray(clusters)
     if labels.ndim != 1 or labels.shape != clusters.shape or labels.size == 0:
-        raise BenchError(f"labels and cluster assignments must be two 1-D arrays of equal, non-zero length; got "
-                         f"{labels.shape} and {clusters.shape}")
+        raise BenchError(
+            f"labels and cluster assignments must be two 1-D arrays of equal, non-zero length; got "
+            f"{labels.shape} and {clusters.shape}"
+        )
     y = np.unique(labels, return_inverse=True)[1]
     c = np.unique(clusters, return_inverse=True)[1]
     table = np.zeros((y.max() + 1, c.max() + 1), np.int64)
@@ -351,6 +410,7 @@ def nmi(labels, clusters, normalizer: str = "geometric") -> float:
     """Normalised mutual information (scikit-learn's, with the normaliser named explicitly: its default changed
     from geometric to arithmetic in 0.22, and the published tables used the geometric one)."""
     from sklearn.metrics import normalized_mutual_info_score
+
     if normalizer not in NMI_NORMALIZERS:
         raise unknown("NMI normaliser", normalizer, NMI_NORMALIZERS)
     _contingency(labels, clusters)  # the same shape checks as ACC
@@ -360,6 +420,7 @@ def nmi(labels, clusters, normalizer: str = "geometric") -> float:
 def clustering_accuracy(labels, clusters) -> float:
     """Fraction of items whose cluster maps to their class under the best one-to-one map (Hungarian)."""
     from scipy.optimize import linear_sum_assignment
+
     table = _contingency(labels, clusters)
     rows, cols = linear_sum_assignment(-table)
     return float(table[rows, cols].sum() / table.sum())
@@ -368,5 +429,8 @@ def clustering_accuracy(labels, clusters) -> float:
 def evaluate_clustering(labels, clusters) -> dict:
     """Every clustering metric (``CLUSTERING_SEMANTICS``) of one assignment."""
     labels, clusters = (np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a) for a in (labels, clusters))
-    return {"nmi": nmi(labels, clusters), "nmi_arithmetic": nmi(labels, clusters, "arithmetic"),
-            "acc": clustering_accuracy(labels, clusters)}
+    return {
+        "nmi": nmi(labels, clusters),
+        "nmi_arithmetic": nmi(labels, clusters, "arithmetic"),
+        "acc": clustering_accuracy(labels, clusters),
+    }

@@ -8,6 +8,7 @@ and a ``config_hash`` of it. A recipe is a name for Config overrides that a meth
 default never relabels a stored run: its config stays what it was, and a table keeps showing it only by naming a
 recipe that resolves to it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,14 +63,19 @@ def changes(cls, config) -> dict:
     return {k: v for k, v in ours.items() if default.get(k) != v}
 
 
-def select(records: list[dict], method: str, hashes: dict[int, str], protocol: str | None = None,
-           view: str | None = None) -> list[dict]:
+def select(
+    records: list[dict], method: str, hashes: dict[int, str], protocol: str | None = None, view: str | None = None
+) -> list[dict]:
     """The records of ``method`` whose config hash is ``hashes[n_bits]`` (one wanted config per code length),
     optionally on one protocol and input view; one record per (protocol, view, n_bits, seed), the newest
     (a cell stored twice, e.g. written by two versions of the harness, counts once)."""
     chosen = {}
     for r in sorted(records, key=lambda r: r["created"]):
-        if (r["method"] == method and hashes.get(r["n_bits"]) == r["config_hash"]
-                and protocol in (None, r["protocol"]) and view in (None, r["input"])):
+        if (
+            r["method"] == method
+            and hashes.get(r["n_bits"]) == r["config_hash"]
+            and protocol in (None, r["protocol"])
+            and view in (None, r["input"])
+        ):
             chosen[(r["protocol"], r["input"], r["n_bits"], r["seed"])] = r
     return list(chosen.values())

@@ -2,6 +2,7 @@
 at a time, numpy argsort of its distances, a cumulative sum. The tests check ``bench.metrics`` against these, and
 ``bench bench-eval`` times them as the baseline. Never used to produce results.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -36,11 +37,20 @@ def _ap(rel_sorted: np.ndarray) -> float:
     return float((np.cumsum(rel_sorted) / ranks * rel_sorted).sum() / hits)
 
 
-def reference_evaluate(query_codes, db_codes, query_labels, db_labels, topk=(1000,), radius=2, pn=(),
-                       sort_kind="stable", distance="hamming") -> dict:
-    """Per query: distances (Hamming, or Spherical Hashing's), ``np.argsort`` (``sort_kind``; "stable" breaks ties by database index, the
-    numpy default "quicksort" the way most repositories do, arbitrarily), AP over the whole ranking and the top K,
-    precision within the radius, P@N."""
+def reference_evaluate(
+    query_codes,
+    db_codes,
+    query_labels,
+    db_labels,
+    topk=(1000,),
+    radius=2,
+    pn=(),
+    sort_kind="stable",
+    distance="hamming",
+) -> dict:
+    """Per query: distances (Hamming, or Spherical Hashing's), ``np.argsort`` (``sort_kind``; "stable" breaks ties
+    by database index, the numpy default "quicksort" the way most repositories do, arbitrarily), AP over the whole
+    ranking and the top K, precision within the radius, P@N."""
     qb = np.asarray(query_codes, dtype=np.float64)
     db = np.asarray(db_codes, dtype=np.float64)
     ap, ap_at, p_ball, p_at = [], {k: [] for k in topk}, [], {n: [] for n in pn}

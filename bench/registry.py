@@ -4,6 +4,7 @@ Registered, in order: the host's own modules (datasets, tables), every module in
 ``baselines/`` and ``plugins/`` (dropping a file there is the whole registration), and every installed package's
 module named in the ``bench`` entry-point group. Each implements hooks from ``bench.hookspecs``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -42,14 +43,16 @@ def make_plugin_manager(entry_points: bool = True) -> pluggy.PluginManager:
     if entry_points:
         # As pluggy's load_setuptools_entrypoints, but a failure names the module and the package it came from.
         for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
-            if pm.get_plugin(ep.name) is not None:
+            if pm.get_plugin(ep.value) is not None:  # plugins are registered by module name (ep.value)
                 continue
             package = ep.dist.name if ep.dist else "?"
             try:
                 plugin = ep.load()
             except Exception as e:
-                raise BenchError(f"plugin module {ep.value} (entry point {ep.name!r} of package {package}) failed "
-                                 f"to import: {type(e).__name__}: {e}") from e
+                raise BenchError(
+                    f"plugin module {ep.value} (entry point {ep.name!r} of package {package}) failed "
+                    f"to import: {type(e).__name__}: {e}"
+                ) from e
             pm.register(plugin, ep.value)
     return pm
 
@@ -72,8 +75,9 @@ class Registry:
             for item in impl.function() or []:
                 name = key(item)
                 if name in found:
-                    raise BenchError(f"duplicate {kind} {name!r}: registered by {origin[name]} and by "
-                                     f"{impl.plugin_name}")
+                    raise BenchError(
+                        f"duplicate {kind} {name!r}: registered by {origin[name]} and by {impl.plugin_name}"
+                    )
                 found[name], origin[name] = item, impl.plugin_name
         self.origins.update({(kind, n): o for n, o in origin.items()})
         return found

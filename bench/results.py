@@ -1,9 +1,10 @@
 """Run records: one JSON file per run, written atomically, loaded into one long pandas DataFrame.
 
-A record's file name holds its run id (a hash of everything that determines the result: method, config,
-protocol, input view, bits, seed, evaluation settings), so two processes writing different cells never touch
-the same file, and two writing the same cell replace one complete file with another (temp file + rename).
+A record's file name holds its run id (a hash of everything that determines the result: method, config hash,
+protocol, input view, bits, seed, evaluation settings; ``identity_of``), so two processes writing different cells
+never touch the same file, and two writing the same cell replace one complete file with another (temp file + rename).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_ENV = "HASHBENCH_RESULTS"
 
 
@@ -24,13 +25,16 @@ def default_results_dir() -> Path:
 
 
 def run_id(identity: dict) -> str:
-    """A short stable hash of the JSON-serialised identity of a run."""
+    """A short stable hash of the JSON-serialised identity of a run (``identity_of``)."""
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def record_path(results_dir: Path, identity: dict) -> Path:
-    name = f"{identity['method']}_{identity['protocol']}_{identity['input']}_{identity['n_bits']}b_" \
-           f"s{identity['seed']}_{run_id(identity)}.json"
+def record_path(results_dir: Path, record: dict) -> Path:
+    """Where a run's record lives (``record``: a record, or just the fields ``identity_of`` reads)."""
+    name = (
+        f"{record['method']}_{record['protocol']}_{record['input']}_{record['n_bits']}b_"
+        f"s{record['seed']}_{run_id(identity_of(record))}.json"
+    )
     return Path(results_dir) / "runs" / name
 
 
@@ -50,105 +54,141 @@ def write_record(path: Path, record: dict) -> None:
 
 
 def read_records(results_dir: Path | str | None = None) -> list[dict]:
-    """Every readable record under ``results_dir/runs``; unreadable files are skipped with a warning naming them."""
+    """Every readable record under ``results_dir/runs``. Unreadable files are skipped with a warning naming them;
+    a record of schema version 1 is migrated in memory with a warning (``bench migrate`` rewrites the files)."""
     runs = Path(results_dir or default_results_dir()) / "runs"
     records = []
     for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
         try:
             record = json.loads(path.read_text())
+            if record.get("schema_version") == 1:
+                record = migrate_v1(record)
+                warnings.warn(
+                    f"run record {path} has schema version 1; read as version {SCHEMA_VERSION} "
+                    f"(bench migrate rewrites it)",
+                    stacklevel=2,
+                )
             if record.get("schema_version") != SCHEMA_VERSION:
                 raise ValueError(f"schema version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-        except (OSError, ValueError) as e:
-            warnings.warn(f"skipping unreadable run record {path}: {e}")
+        except (OSError, ValueError, KeyError) as e:
+            warnings.warn(f"skipping unreadable run record {path}: {e}", stacklevel=2)
             continue
         records.append(record)
     return records
 
 
-def _as_json(value):
-    """As a record stores it (tuples become JSON lists), so stored and current values compare."""
-    return json.loads(json.dumps(value))
+# Schema 1 stored a method's config as it was when the run was made: fields added later are absent. These are the
+# values such runs used where a field's default is not what they did (HashGAN-Dizaji before data-dependent init,
+# the fading collaborative weight and the code-length weights); other absent fields were added at a default that
+# kept the earlier behaviour.
+V1_ABSENT_FIELDS = {"hashgan-dizaji": {"data_init": False, "collab_decay_start": 1.0, "weights_for_bits": 0}}
 
 
-def _as_stored(config) -> dict:
-    from bench.method import config_dict
-    return _as_json(config_dict(config))
-
-
-def _effective(cls, config: dict, n_bits: int) -> dict:
-    return _as_json(cls.effective_config(config, n_bits))
-
-
-def _differences(config: dict, default: dict) -> dict:
-    return {k: config[k] for k in sorted(config) if config[k] != default[k]}
-
-
-def config_overrides(record: dict) -> dict | None:
-    """The fields of the run's config that differ from its method's default today ({} for a default run), or
-    None when the run cannot be placed: a field the method no longer has, or an unregistered method whose run was
-    not a default one. A field the record lacks was added later: it is read with the value the method names in
-    ``former_defaults`` (the behaviour before the field existed) or else at its default, which then kept the old
-    behaviour. Both configs are compared as they train at the run's code length (``Method.effective_config``)."""
+def migrate_v1(record: dict) -> dict:
+    """A schema-1 record as schema 2: its full config (absent fields filled with what the run used), resolved at
+    its code length, and the config hash and run id that follow. Its method must be registered."""
+    from bench.method import make_config
+    from bench.recipes import config_hash, config_json
     from bench.registry import get_registry
+
     cls = get_registry().methods.get(record["method"])
     if cls is None:
-        return {} if record["config_is_default"] else None
-    current, stored = _as_stored(cls.Config()), record["config"]
-    if not set(stored) <= set(current):
-        return None
-    filled = {**current, **_as_json(cls.former_defaults), **stored}
-    return _differences(_effective(cls, filled, record["n_bits"]), _effective(cls, current, record["n_bits"]))
+        raise ValueError(f"method {record['method']!r} is not registered, so its config cannot be completed")
+    filled = {**V1_ABSENT_FIELDS.get(cls.name, {}), **record["config"]}
+    stored = json.loads(json.dumps(filled))
+    typed = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+    config = config_json(cls.resolve_config(make_config(cls, typed), record["n_bits"]))
+    out = {k: v for k, v in record.items() if k != "config_is_default"}
+    out |= {
+        "schema_version": SCHEMA_VERSION,
+        "config": config,
+        "config_hash": config_hash(config),
+        "evaluation": _v1_evaluation(record),
+    }
+    out["run_id"] = run_id(identity_of(out))
+    return out
 
 
-def overrides_key(overrides: dict | None) -> str | None:
-    """A config deviation as one comparable string (a frame column): "" for the default config."""
-    return None if overrides is None else json.dumps(overrides, sort_keys=True)[1:-1]
+def identity_of(record: dict) -> dict:
+    """What makes a run (its run id): method, config hash, protocol, input view, bits, seed and the evaluation
+    settings (``evaluation``: retrieval cut-offs and tie policy, or how clusters are made)."""
+    return {
+        **{k: record[k] for k in ("method", "config_hash", "protocol", "input", "n_bits", "seed")},
+        **record["evaluation"],
+    }
 
 
-def scoped(overrides: dict, method: str) -> dict:
-    """The overrides meant for ``method``: plain keys (``iterations``) for every method, and ``METHOD.key`` ones
-    (``hashgan-cao2018-official.gan_iterations``) for that method only, winning over a plain key."""
-    plain = {k: v for k, v in overrides.items() if "." not in k}
-    return {**plain, **{k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith(method + ".")}}
+def _v1_evaluation(record: dict) -> dict:
+    """The evaluation settings of a schema-1 run, read from what it stored."""
+    if record.get("task") == "clustering":
+        return {"clustering": {k: v for k, v in record["clustering"].items() if k != "assignments"}}
+    topk = sorted(int(k[4:]) for k in record["metrics"] if k.startswith("map@"))
+    return {"topk": topk, "tie_policy": "index"}  # the only policy schema 1 had
 
 
-def wanted_overrides(method: str, overrides: dict, n_bits: int) -> str:
-    """The ``overrides_key`` of the ``n_bits`` runs of ``method`` made with the fields of ``overrides`` it has
-    (values may be ``--set`` strings, parsed by the field's type; keys plain or ``METHOD.key``, see ``scoped``)
-    and every other field at its default."""
-    import dataclasses
-    from bench.method import make_config
-    from bench.registry import get_registry
-    cls = get_registry().methods.get(method)
-    fields = {f.name for f in dataclasses.fields(cls.Config)} if cls else set()
-    wanted = {k: v for k, v in scoped(overrides, method).items() if k in fields}
-    if not wanted:
-        return overrides_key({})
-    return overrides_key(_differences(_effective(cls, _as_stored(make_config(cls, wanted)), n_bits),
-                                      _effective(cls, _as_stored(cls.Config()), n_bits)))
+def migrate(results_dir: Path | str | None = None, log=print) -> int:
+    """Rewrite every schema-1 record under ``results_dir/runs`` as schema 2 (its file renamed to its new run id).
+    Returns how many were rewritten. A record whose new name is already taken by a newer record of the same cell
+    is kept beside it (the tables count a cell once, the newest)."""
+    runs = Path(results_dir or default_results_dir()) / "runs"
+    done = 0
+    for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            log(f"skipped {path}: unreadable ({e})")
+            continue
+        if record.get("schema_version") != 1:
+            continue
+        try:
+            new = migrate_v1(record)
+        except (ValueError, KeyError) as e:
+            log(f"skipped {path}: {e}")
+            continue
+        target = record_path(runs.parent, new)
+        if target.exists() and target != path:
+            target = target.with_name(f"{target.stem}-{record['run_id']}.json")
+        write_record(target, new)
+        if target != path:
+            path.unlink()
+        done += 1
+    return done
 
 
-def is_current_default(record: dict) -> bool:
-    """The run used what is now its method's default config. A run made under an older default is history, not
-    a paper-table number (unless a table asks for that config by name)."""
-    return config_overrides(record) == {}
+def frame(records: list[dict]) -> pd.DataFrame:
+    """One long frame of ``records``: a row per (run, scalar metric or timing in seconds) with the run's identity
+    columns: run_id, method, config_hash, protocol, input, n_bits, seed, device, created, metric, value."""
+    rows = []
+    for r in records:
+        base = {
+            "run_id": r["run_id"],
+            "method": r["method"],
+            "config_hash": r["config_hash"],
+            "protocol": r["protocol"],
+            "input": r["input"],
+            "n_bits": r["n_bits"],
+            "seed": r["seed"],
+            "device": r["environment"]["device"],
+            "created": r["created"],
+        }
+        rows += [{**base, "metric": k, "value": float(v)} for k, v in r["metrics"].items()]
+        rows += [{**base, "metric": k, "value": float(v)} for k, v in r["timings"].items()]  # fit_s, encode_s, ...
+    columns = [
+        "run_id",
+        "method",
+        "config_hash",
+        "protocol",
+        "input",
+        "n_bits",
+        "seed",
+        "device",
+        "created",
+        "metric",
+        "value",
+    ]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def load_results(results_dir: Path | str | None = None) -> pd.DataFrame:
-    """One long frame: a row per (run, scalar metric or timing in seconds) with the run's identity columns.
-
-    Columns: run_id, method, protocol, input, n_bits, seed, default_config (``is_current_default``), overrides
-    (``overrides_key`` of ``config_overrides``: "" for default runs), device, tie_policy, created, metric, value."""
-    rows = []
-    for r in read_records(results_dir):
-        overrides = config_overrides(r)
-        base = {"run_id": r["run_id"], "method": r["method"], "protocol": r["protocol"], "input": r["input"],
-                "n_bits": r["n_bits"], "seed": r["seed"], "default_config": overrides == {},
-                "overrides": overrides_key(overrides),
-                "device": r["environment"]["device"], "tie_policy": r["semantics"].get("tie_policy"),  # retrieval only
-                "created": r["created"]}
-        rows += [{**base, "metric": k, "value": float(v)} for k, v in r["metrics"].items()]
-        rows += [{**base, "metric": k, "value": float(v)} for k, v in r["timings"].items()]  # fit_s, encode_s, ...
-    columns = ["run_id", "method", "protocol", "input", "n_bits", "seed", "default_config", "overrides", "device",
-               "tie_policy", "created", "metric", "value"]
-    return pd.DataFrame(rows, columns=columns)
+    """Every stored run as one long frame (see ``frame``)."""
+    return frame(read_records(results_dir))

@@ -7,6 +7,7 @@ Hamming ranking has the heavy ties of real codes. The reference is ``bench.refer
 numpy's default sort, as the popular repositories call it; it computes fewer metrics than ours (mAP, mAP@1000,
 P@H<=2), which only favours it. Its mAP with a stable sort (ties by index, our policy) is checked against ours.
 """
+
 from __future__ import annotations
 
 import time
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 
 from bench.errors import unknown
-from bench.metrics import evaluate
+from bench.method import seeded
+from bench.metrics import evaluate, relevance
 from bench.reference import reference_evaluate
 
 
@@ -37,8 +39,9 @@ def _best_of(repeats, fn):
     return min(times), out
 
 
-def benchmark_evaluator(n_queries=1000, n_database=54000, n_bits=64, n_classes=10, *, device="cpu", repeats=3,
-                        reference=True) -> dict:
+def benchmark_evaluator(
+    n_queries=1000, n_database=54000, n_bits=64, n_classes=10, *, device="cpu", repeats=3, reference=True
+) -> dict:
     q, d, yq, yd = synthetic_codes(n_queries, n_database, n_bits, n_classes)
     on_device = [torch.from_numpy(a).to(device) for a in (q, d, yq, yd)]
 
@@ -53,30 +56,46 @@ def benchmark_evaluator(n_queries=1000, n_database=54000, n_bits=64, n_classes=1
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     ours_s, result = _best_of(repeats, ours)
-    report = {"shape": {"queries": n_queries, "database": n_database, "bits": n_bits, "classes": n_classes},
-              "device": device, "ours_s": round(ours_s, 4), "ours_map": result["map"],
-              "ours_map@1000": result["map@1000"]}
+    report = {
+        "shape": {"queries": n_queries, "database": n_database, "bits": n_bits, "classes": n_classes},
+        "device": device,
+        "ours_s": round(ours_s, 4),
+        "ours_map": result["map"],
+        "ours_map@1000": result["map@1000"],
+    }
     if device.startswith("cuda"):
-        report["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+        report["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         report["gpu"] = torch.cuda.get_device_name()
     if reference:
         ref_s, ref = _best_of(1, lambda: reference_evaluate(q, d, yq, yd, topk=(1000,), sort_kind="quicksort"))
         stable = reference_evaluate(q, d, yq, yd, topk=(1000,), sort_kind="stable")
-        report.update({
-            "reference_s": round(ref_s, 4),
-            "speedup": round(ref_s / ours_s, 1),
-            "reference_map_quicksort_ties": ref["map"],
-            "reference_map_stable_ties": stable["map"],
-            "map_abs_diff_vs_stable_reference": abs(stable["map"] - result["map"]),
-            "map@1000_abs_diff_vs_stable_reference": abs(stable["map@1000"] - result["map@1000"]),
-        })
+        report.update(
+            {
+                "reference_s": round(ref_s, 4),
+                "speedup": round(ref_s / ours_s, 1),
+                "reference_map_quicksort_ties": ref["map"],
+                "reference_map_stable_ties": stable["map"],
+                "map_abs_diff_vs_stable_reference": abs(stable["map"] - result["map"]),
+                "map@1000_abs_diff_vs_stable_reference": abs(stable["map@1000"] - result["map@1000"]),
+            }
+        )
     return report
 
 
 # ------------------------------------------------------------------------------------------ bench-loader
 
-def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbone="small_cnn", n_bits=64,
-                     batch_size=256, iterations: int | None = None, workers=4, data_root=None) -> dict:
+
+def benchmark_loader(
+    protocol: str = "cifar10-cao2018",
+    *,
+    device="cpu",
+    backbone="small_cnn",
+    n_bits=64,
+    batch_size=256,
+    iterations: int | None = None,
+    workers=4,
+    data_root=None,
+) -> dict:
     """One HashNet training epoch (or ``iterations`` steps) on ``protocol``'s training set, fed two ways in one
     run: (a) ours, minibatches indexed from the device-resident uint8 tensor and cropped/flipped/resized on the
     device (``bench.deep``); (b) the popular repositories' pipeline, a torchvision ``DataLoader`` over PIL images
@@ -88,7 +107,6 @@ def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbon
 
     from bench.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, HashNetwork
     from bench.deep import SupervisedConfig, iteration_batches, pair_weights, pairwise_likelihood, random_crop_flip, sgd
-    from bench.method import similarity
 
     if backbone not in BACKBONES:  # before loading anything
         raise unknown("backbone", backbone, BACKBONES)
@@ -97,14 +115,14 @@ def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbon
     steps = iterations or max(1, x.shape[0] // batch_size)
     config = SupervisedConfig(backbone=backbone, batch_size=batch_size)
 
-    def make():
-        torch.manual_seed(0)
-        net = HashNetwork(backbone, x.shape[1], "", n_bits, activation="linear").to(device).train()
+    def make():  # the same initial network for both pipelines
+        with seeded(0, device):
+            net = HashNetwork(backbone, x.shape[1], "", n_bits, activation="linear").to(device).train()
         return net, sgd(net, config)[0]
 
     def step(net, opt, inputs, labels):
         h = torch.tanh(net(inputs))
-        s = similarity(labels, labels)
+        s = relevance(labels, labels)
         loss = pairwise_likelihood(h, h, s, 10 / n_bits, pair_weights(s, exclude_self=True))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,8 +149,9 @@ def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbon
     images, labels = x.cpu().numpy(), y.cpu()
     mean_std = ([0.5] * x.shape[1], [0.5] * x.shape[1]) if backbone == "small_cnn" else (IMAGENET_MEAN, IMAGENET_STD)
     crop = round(images.shape[-1] * config.crop)
-    transform = T.Compose([T.RandomCrop(crop), T.RandomHorizontalFlip(), T.Resize((size, size)), T.ToTensor(),
-                           T.Normalize(*mean_std)])
+    transform = T.Compose(
+        [T.RandomCrop(crop), T.RandomHorizontalFlip(), T.Resize((size, size)), T.ToTensor(), T.Normalize(*mean_std)]
+    )
 
     class PILImages(torch.utils.data.Dataset):
         def __len__(self):
@@ -147,9 +166,15 @@ def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbon
 
     def dataloader():
         net, opt = make()
-        loader = torch.utils.data.DataLoader(PILImages(), batch_size=batch_size, shuffle=True, drop_last=True,
-                                             num_workers=workers, pin_memory=str(device).startswith("cuda"),
-                                             persistent_workers=False)
+        loader = torch.utils.data.DataLoader(
+            PILImages(),
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            pin_memory=str(device).startswith("cuda"),
+            persistent_workers=False,
+        )
         done, t = 0, None
         while done <= steps:
             for inputs, batch_labels in loader:
@@ -165,17 +190,23 @@ def benchmark_loader(protocol: str = "cifar10-cao2018", *, device="cpu", backbon
 
     ours_s, loader_s = ours(), dataloader()
     n_images = steps * batch_size
-    return {"protocol": protocol, "backbone": backbone, "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
-            "batch_size": batch_size, "steps_timed": steps, "dataloader_workers": workers,
-            "device_resident_images_per_s": round(n_images / ours_s, 1),
-            "dataloader_images_per_s": round(n_images / loader_s, 1),
-            "speedup": round(loader_s / ours_s, 2)}
+    return {
+        "protocol": protocol,
+        "backbone": backbone,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else "cpu",
+        "batch_size": batch_size,
+        "steps_timed": steps,
+        "dataloader_workers": workers,
+        "device_resident_images_per_s": round(n_images / ours_s, 1),
+        "dataloader_images_per_s": round(n_images / loader_s, 1),
+        "speedup": round(loader_s / ours_s, 2),
+    }
 
 
 def load_split_for(protocol: str, device, data_root=None):
     """The protocol's images on the device (an unknown name is a BenchError listing the choices)."""
     from bench.data import load_split
     from bench.registry import get_registry
-    return load_split(get_registry().protocol(protocol), "images", str(device),
-                      str(data_root) if data_root else None)
+
+    return load_split(get_registry().protocol(protocol), "images", str(device), str(data_root) if data_root else None)

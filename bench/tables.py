@@ -1,31 +1,44 @@
-"""Paper-layout tables rendered from the stored run records, with the published numbers beside ours.
+"""Tables rendered from the stored run records, in the papers' layout, with the published numbers beside ours.
 
-A table is a data file (``bench/published/NAME.json``): its column blocks (a protocol, the input view the paper
-used, the metrics), the bit lengths, and per row (method) the numbers the paper printed. Each method gets two
-rows, the paper's and ours (mean +- std over seeds, then the difference to the paper); the best of our rows in
-each column is bold. Footnotes come from the records used.
-
-Which runs enter: those of the row's method whose config is the default except for the row's ``set`` (an
-ablation row, e.g. HashGAN-Q = ``{"beta": 0}``) and the table-wide overrides given to ``build``/``render``
-(``bench table NAME --set iterations=500``: a reduced schedule; each applies to the rows whose method has that
-field, and the notes say so; a row's own ``set`` wins over them).
+A table is a data file (``bench/published/NAME.json``): its column blocks (a dataset: protocol, the input view the
+paper used, the metrics), the code lengths, and its rows. A row names a method and a recipe (``bench.recipes``;
+``default`` when absent), optionally a ``set`` of fields on top of the recipe, and the numbers the paper printed.
+Kinds:
+- ``paper``: the paper's rows only; each cell is ours (mean ± std over seeds) with the paper's number in
+  parentheses, in the paper's column groups (dataset x metric x bits).
+- ``recipes``: our explorations of a paper table's rows (other recipes of a method), each note saying what its
+  recipe changes.
+A table with ``speed_bits`` also has a speed table, ``NAME-speed``: fit and encode seconds at that code length.
+``bench table NAME --recipe R`` lays the recipe ``R`` under every row whose method declares it (a reduced
+schedule, say); a table's ``recipes`` lists those with a committed render. Deviations stay as footnotes.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
 
-import pandas as pd
 from tabulate import tabulate
 
-from bench.errors import BenchError
+from bench import recipes
+from bench.errors import BenchError, unknown
 from bench.hookspecs import hookimpl
-from bench.results import load_results, scoped, wanted_overrides
+from bench.results import read_records
 
 PUBLISHED = Path(__file__).parent / "published"
-METRIC_LABELS = {"map": "mAP", "map_tie_aware": "mAP (tie-aware)", "p@h<=2": "P@H<=2", "nmi": "NMI", "acc": "ACC"}
+METRIC_LABELS = {
+    "map": "mAP",
+    "map_tie_aware": "mAP (tie-aware)",
+    "p@h<=2": "P@H<=2",
+    "nmi": "NMI",
+    "acc": "ACC",
+    "fit_s": "fit (s)",
+    "encode_s": "encode (s)",
+}
 FORMATS = ("markdown", "latex")
+KINDS = ("paper", "recipes", "speed")
+TERMINAL_WIDTH = 160  # a markdown table wider than this is split by metric
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,32 +48,52 @@ class TableSpec:
     source: str
     bits: tuple
     blocks: tuple  # dicts: label, protocol, input, metrics, paper_setup
-    rows: tuple  # dicts: method, label, published {protocol: {metric: [value per bits]}}, and optionally
-    # input (the view this row's runs use when not the block's, e.g. "images" for the deep methods), n_bits (the
-    # code length of this row's runs whatever the column's: 0 for k-means on pixels, which has no codes) and
-    # published_only (a method the harness does not run: only the paper's row is shown), set (the Config fields
-    # this row's runs change from the default: the ablation rows)
+    rows: tuple  # dicts: method, label, recipe, set, published {protocol: {metric: [value per bits]}}, and
+    # optionally input (the view this row's runs use when not the block's, e.g. "images" for the deep methods),
+    # n_bits (the code length of this row's runs whatever the column's: 0 for k-means on pixels, which has no
+    # codes) and published_only (a method the harness does not run: only the paper's number is shown)
     notes: tuple = ()
-    speed_bits: int | None = None  # add fit/encode seconds at this code length after each block
+    kind: str = "paper"
+    speed_bits: int | None = None  # a NAME-speed table of fit/encode seconds at this code length
     scale: float = 100.0  # values shown x scale (the paper's own scale: 100 for %, 1 for NMI/ACC in [0, 1])
     decimals: int = 2
+    recipes: tuple = ()  # table-wide recipes whose renders are committed (results/render.sh)
 
     @classmethod
-    def from_file(cls, path: Path) -> "TableSpec":
+    def from_file(cls, path: Path) -> TableSpec:
         d = json.loads(Path(path).read_text())
-        return cls(d["name"], d["title"], d["source"], tuple(d["bits"]), tuple(d["blocks"]), tuple(d["rows"]),
-                   tuple(d.get("notes", ())), d.get("speed_bits"), d.get("scale", 100.0), d.get("decimals", 2))
+        if d.get("kind", "paper") not in KINDS:
+            raise BenchError(f"table {path}: unknown kind {d['kind']!r} (choices: {', '.join(KINDS)})")
+        return cls(
+            d["name"],
+            d["title"],
+            d["source"],
+            tuple(d["bits"]),
+            tuple(d["blocks"]),
+            tuple(d["rows"]),
+            tuple(d.get("notes", ())),
+            d.get("kind", "paper"),
+            d.get("speed_bits"),
+            d.get("scale", 100.0),
+            d.get("decimals", 2),
+            tuple(d.get("recipes", ())),
+        )
 
-    def columns(self) -> list["Column"]:
-        """Every column in display order: per block, each metric at each bit length, then the timings."""
-        out = []
-        for b in self.blocks:
-            out += [Column(b, m, n, metric_label(m), str(n) if len(self.bits) > 1 else f"{n}-bit codes")
-                    for m in b["metrics"] for n in self.bits]
-            if self.speed_bits:
-                out += [Column(b, t, self.speed_bits, f"time (s), {self.speed_bits} bits", sub)
-                        for t, sub in (("fit_s", "fit"), ("encode_s", "encode"))]
-        return out
+    def speed(self) -> TableSpec:
+        """The fit and encode times of this table's rows at ``speed_bits``."""
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}-speed",
+            kind="speed",
+            notes=(),
+            title=f"{self.title}: fit and encode times at {self.speed_bits} bits",
+        )
+
+    def columns(self) -> list[Column]:
+        """Every column in display order: per block, each metric at each code length (speed: fit, encode)."""
+        if self.kind == "speed":
+            return [Column(b, t, self.speed_bits) for b in self.blocks for t in ("fit_s", "encode_s")]
+        return [Column(b, m, n) for b in self.blocks for m in b["metrics"] for n in self.bits]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,136 +101,231 @@ class Column:
     block: dict
     metric: str  # a metric key, or a timing key (fit_s, encode_s): seconds, shown as they are
     bits: int
-    group: str  # header line 2 (line 1 is the block's label)
-    sub: str  # header line 3
 
     @property
     def is_time(self) -> bool:
         return self.metric.endswith("_s")
 
+    def published(self, row: dict, bits: tuple):
+        values = row.get("published", {}).get(self.block["protocol"], {}).get(self.metric)
+        return None if values is None or self.is_time else values[bits.index(self.bits)]
+
 
 @hookimpl
 def bench_tables():
-    return [TableSpec.from_file(p) for p in sorted(PUBLISHED.glob("*.json"))]
+    specs = [TableSpec.from_file(p) for p in sorted(PUBLISHED.glob("*.json"))]
+    return specs + [s.speed() for s in specs if s.speed_bits]
+
+
+def committed_renders(tables) -> list[tuple[TableSpec, str | None, str]]:
+    """Every render ``results/render.sh`` commits: (table, table-wide recipe or None, file stem), each table at
+    its rows' own recipes and at each recipe it lists (``NAME-RECIPE``)."""
+    out = []
+    for spec in tables:
+        base = spec.name.removesuffix("-speed")
+        listed = next((t.recipes for t in tables if t.name == base), spec.recipes)
+        stem = spec.name
+        out += [(spec, None, stem)] + [
+            (spec, r, f"{base}-{r}" + ("-speed" if spec.kind == "speed" else "")) for r in listed
+        ]
+    return out
 
 
 def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.replace("map@", "mAP@"))
 
 
-def _runs(frame: pd.DataFrame, row: dict, extra: dict) -> pd.DataFrame:
-    """The frame's rows (one per run and metric) that fill a table row."""
-    if frame.empty:
-        return frame
-    # The row's own fields win over the table-wide ones, which may name the method (``METHOD.key``).
-    fields = {**scoped(extra, row["method"]), **row.get("set", {})}
-    runs = frame[frame["method"] == row["method"]]
-    wanted = {n_bits: wanted_overrides(row["method"], fields, n_bits) for n_bits in runs["n_bits"].unique()}
-    return runs[runs["overrides"] == runs["n_bits"].map(wanted)]
+def row_runs(row: dict, block: dict, bits: tuple, records: list[dict], recipe: str | None = None) -> list[dict]:
+    """The stored runs of ``row`` in ``block``: its method at the config its recipe (under the table-wide
+    ``recipe``) resolves to at each code length, on the block's protocol and the row's input view."""
+    from bench.registry import get_registry
+
+    cls = get_registry().methods.get(row["method"])
+    if cls is None or row.get("published_only"):
+        return []
+    lengths = [row["n_bits"]] if "n_bits" in row else list(bits)
+    hashes = {n: recipes.hash_of(cls, n, row.get("recipe", recipes.DEFAULT), row.get("set"), recipe) for n in lengths}
+    return recipes.select(records, cls.name, hashes, block["protocol"], row.get("input", block["input"]))
 
 
-def _ours(runs: pd.DataFrame, spec: TableSpec) -> dict:
-    """{(protocol, input, metric, n_bits): (mean, std, n)} x scale over seeds."""
-    if runs.empty:
-        return {}
-    # One value per cell and seed: a config stored by an older version of the method counts once, newest.
-    keys = ["protocol", "input", "n_bits", "seed", "metric"]
-    runs = runs.sort_values("created").drop_duplicates(keys, keep="last")
-    out = runs.groupby(["protocol", "input", "metric", "n_bits"])["value"].agg(mean="mean", std="std", n="count")
-    index = {}
-    for (protocol, view, metric, n_bits), r in out.iterrows():
-        scale = 1.0 if metric.endswith("_s") else spec.scale  # seconds as they are
-        std = 0.0 if pd.isna(r["std"]) else r["std"]
-        index[(protocol, view, metric, n_bits)] = (r["mean"] * scale, std * scale, int(r["n"]))
-    return index
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    n = len(values)
+    mean = sum(values) / n
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return mean, std, n
 
 
-def build(spec: TableSpec, results_dir=None, overrides: dict | None = None) -> dict:
-    """The table's cells: {"header": [...], "rows": [[label, cell...]], "best": set of (row, col), "notes": [...]}.
-    Cells are (mean, std, n, paper) tuples for our rows and floats for the paper's. ``overrides``: table-wide
-    config fields the runs must have (a reduced schedule, say), for the rows whose method has them."""
-    overrides = dict(overrides or {})
-    frame = load_results(results_dir)
+def build(spec: TableSpec, results_dir=None, recipe: str | None = None, records: list[dict] | None = None) -> dict:
+    """The table's cells: {"columns", "rows": [{"label", "row", "ours": [(mean, std, n) or None], "paper": [float
+    or None], "runs": [records]}], "best": {(row index, column index)}, "notes"}. ``recipe``: a table-wide recipe
+    laid under every row whose method declares it."""
+    records = read_records(results_dir) if records is None else records
+    if recipe is not None:
+        _check_table_recipe(spec, recipe)
     columns = spec.columns()
-    rows, best, used = [], set(), []
+    rows = []
     for row in spec.rows:
-        paper = [None if c.is_time else
-                 row["published"].get(c.block["protocol"], {}).get(c.metric, [None] * len(spec.bits))[
-                     spec.bits.index(c.bits)] for c in columns]
-        runs = _runs(frame, row, overrides) if not row.get("published_only") else frame.iloc[0:0]
-        used.append((row, runs))
-        index = _ours(runs, spec)
-        mine = [index.get((c.block["protocol"], row.get("input", c.block["input"]), c.metric,
-                           row.get("n_bits", c.bits))) for c in columns]
-        if any(p is not None for p in paper):
-            rows.append((f"{row['label']} (paper)", paper))
-        if not row.get("published_only"):
-            rows.append((f"{row['label']} (ours)", [None if m is None else (*m, p) for m, p in zip(mine, paper)]))
+        runs = {b["label"]: row_runs(row, b, spec.bits, records, recipe) for b in spec.blocks}
+        ours = []
+        for c in columns:
+            n_bits = row.get("n_bits", c.bits)
+            values = [
+                r["timings"][c.metric] if c.is_time else r["metrics"][c.metric]
+                for r in runs[c.block["label"]]
+                if r["n_bits"] == n_bits and c.metric in (r["timings"] if c.is_time else r["metrics"])
+            ]
+            scale = 1.0 if c.is_time else spec.scale
+            ours.append(
+                None if not values else tuple(v * scale if i < 2 else v for i, v in enumerate(_mean_std(values)))
+            )
+        rows.append(
+            {
+                "label": row["label"],
+                "row": row,
+                "ours": ours,
+                "runs": runs,
+                "paper": [c.published(row, spec.bits) for c in columns],
+            }
+        )
+    best = set()
     for j, c in enumerate(columns):
-        values = [(i, r[1][j][0]) for i, r in enumerate(rows) if r[0].endswith("(ours)") and r[1][j] is not None]
+        values = [(i, r["ours"][j][0]) for i, r in enumerate(rows) if r["ours"][j] is not None]
         if values and not c.is_time:
             best.add((max(values, key=lambda v: v[1])[0], j))
-    scale = f"Values x{spec.scale:g}. " if spec.scale != 1 else ""
-    notes = [f"Source: {spec.source}. {scale}Ours: mean ± std over seeds (no ± where one seed), then (ours - paper)."]
-    if overrides:
-        notes.append("Ours are runs with " + ", ".join(f"{k}={v}" for k, v in overrides.items()) +
-                     " (not the default config) in the rows whose method has those settings.")
-    if spec.speed_bits:
-        notes.append(f"Times: mean seconds to fit (training set) and to encode (queries and database) at "
-                     f"{spec.speed_bits} bits, on the device each run used (its environment is in the record); a fit "
-                     f"resumed from a checkpoint has no fit time (its seconds cover only the resumed part).")
+    return {"columns": columns, "rows": rows, "best": best, "notes": _notes(spec, rows, recipe)}
+
+
+def _check_table_recipe(spec: TableSpec, recipe: str) -> None:
+    from bench.registry import get_registry
+
+    methods = get_registry().methods
+    known = sorted({name for row in spec.rows if row["method"] in methods for name in methods[row["method"]].recipes})
+    if recipe not in known:
+        raise unknown(f"recipe for the rows of {spec.name}", recipe, known or ["(its methods declare none)"])
+
+
+def _notes(spec: TableSpec, rows: list[dict], recipe: str | None) -> list[str]:
+    from bench.registry import get_registry
+
+    methods = get_registry().methods
+    scale = f"Values x{spec.scale:g}. " if spec.scale != 1 and spec.kind != "speed" else ""
+    what = (
+        "Mean seconds to fit (training set) and to encode (queries and database), on the device each run used "
+        "(its environment is in the record); a fit resumed from a checkpoint has no fit time"
+        if spec.kind == "speed"
+        else "Ours: mean ± std over seeds (no ± where one seed), the paper's number in "
+        "parentheses; the best of ours in each column in bold"
+    )
+    notes = [f"Source: {spec.source}. {scale}{what}."]
+    if recipe is not None:
+        used = sorted(
+            {r["row"]["method"] for r in rows if recipe in getattr(methods.get(r["row"]["method"]), "recipes", {})}
+        )
+        notes.append(
+            f"Ours are runs of the recipe {recipe!r} (not the default config) in the rows whose method "
+            f"declares it: " + "; ".join(f"{m} ({_fields(methods[m].recipes[recipe])})" for m in used) + "."
+        )
+    if spec.kind == "recipes":
+        for r in rows:
+            row = r["row"]
+            fields = (
+                {**recipes.overrides(methods[row["method"]], row.get("recipe", recipes.DEFAULT)), **row.get("set", {})}
+                if row["method"] in methods
+                else {}
+            )
+            notes.append(
+                f"{r['label']}: {row['method']} recipe {row.get('recipe', recipes.DEFAULT)!r}"
+                f"{' with ' + _fields(row['set']) if row.get('set') else ''}"
+                f" ({_fields(fields) or 'the default config'})."
+            )
     for b in spec.blocks:
         seeds, devices = [], set()
-        for row, runs in used:
-            view = row.get("input", b["input"])
-            mine = runs[(runs["protocol"] == b["protocol"]) & (runs["input"] == view)] if not runs.empty else runs
-            if not mine.empty:
-                seeds.append(f"{row['label']} {sorted(mine['seed'].unique().tolist())}")
-                devices |= set(mine["device"].unique().tolist())
+        for r in rows:
+            mine = r["runs"][b["label"]]
+            if mine:
+                seeds.append(f"{r['label']} {sorted({x['seed'] for x in mine})}")
+                devices |= {x["environment"]["device"] for x in mine}
         retrieval = any(m.startswith(("map", "p@")) for m in b["metrics"])
-        semantics = "; ranking ties broken by database index; queries without relevant items count AP 0" \
-            if retrieval else ""
-        notes.append(f"{b['label']}: protocol {b['protocol']}, input {b['input']} (paper: {b['paper_setup']}); "
-                     f"our seeds: {'; '.join(seeds) or 'no runs yet'}; devices: {', '.join(sorted(devices)) or '-'}"
-                     f"{semantics}.")
-    notes += list(spec.notes)
-    return {"columns": columns, "rows": rows, "best": best, "notes": notes}
+        semantics = (
+            "; ranking ties broken by database index; queries without relevant items count AP 0" if retrieval else ""
+        )
+        notes.append(
+            f"{b['label']}: protocol {b['protocol']}, input {b['input']} (paper: {b['paper_setup']}); "
+            f"our seeds: {'; '.join(seeds) or 'no runs yet'}; devices: {', '.join(sorted(devices)) or '-'}"
+            f"{semantics}."
+        )
+    return notes + list(spec.notes)
 
 
-def _fmt_ours(cell, latex: bool, bold: bool, is_time: bool = False, decimals: int = 2) -> str:
-    if cell is None:
-        return "-"
-    mean, std, n, paper = cell
+def _fields(fields: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def _cell(ours, paper, decimals: int, bold: bool, is_time: bool, latex: bool) -> str:
+    """``91.11 ± 2.78 (91.13)``: ours, its spread over seeds, the paper's number; "–" where either is missing."""
     if is_time:
-        return f"{mean:.2f}"
-    pm = r"$\pm$" if latex else "±"
-    value = f"{mean:.{decimals}f}"
-    value = (r"\textbf{%s}" if latex else "**%s**") % value if bold else value
-    diff = "" if paper is None else f" ({mean - paper:+.{decimals}f})"
-    if latex:
-        diff = diff.replace("-", "$-$")
-    spread = f" {pm} {std:.{decimals}f}" if n > 1 else ""  # one seed has no spread to show
-    return f"{value}{spread}{diff}"
+        return "–" if ours is None else f"{ours[0]:.2f}"
+    pm, dash = (r"$\pm$", "--") if latex else ("±", "–")
+    if ours is None:
+        text = dash
+    else:
+        mean, std, n = ours
+        text = f"{mean:.{decimals}f}"
+        text = (r"\textbf{%s}" if latex else "**%s**") % text if bold else text
+        text += f" {pm} {std:.{decimals}f}" if n > 1 else ""
+    return text if paper is None else f"{text} ({paper:.{decimals}f})"
 
 
-def render(spec: TableSpec, fmt: str = "markdown", results_dir=None, overrides: dict | None = None) -> str:
+def render(
+    spec: TableSpec,
+    fmt: str = "markdown",
+    results_dir=None,
+    recipe: str | None = None,
+    records: list[dict] | None = None,
+) -> str:
     if fmt not in FORMATS:
-        raise BenchError(f"unknown format {fmt!r} (choices: {', '.join(FORMATS)})")
-    t = build(spec, results_dir, overrides)
+        raise unknown("format", fmt, FORMATS)
+    t = build(spec, results_dir, recipe, records)
     latex = fmt == "latex"
-    body = []
-    for i, (label, cells) in enumerate(t["rows"]):
-        if label.endswith("(paper)"):
-            body.append([label] + ["-" if c is None else f"{c:.{spec.decimals}f}" for c in cells])
-        else:
-            body.append([label] + [_fmt_ours(c, latex, (i, j) in t["best"], t["columns"][j].is_time, spec.decimals)
-                                   for j, c in enumerate(cells)])
-    if not latex:
-        header = ["Method"] + [f"{c.block['label']} {c.group} {c.sub}" for c in t["columns"]]
-        table = tabulate(body, headers=header, tablefmt="github", disable_numparse=True)
-        notes = "\n".join(f"- {n}" for n in t["notes"])
-        return f"**{spec.title}**\n\n{table}\n\n{notes}\n"
-    return _latex(spec, t, body)
+    body = [
+        [r["label"]]
+        + [
+            _cell(o, p, spec.decimals, (i, j) in t["best"], c.is_time, latex)
+            for j, (c, o, p) in enumerate(zip(t["columns"], r["ours"], r["paper"]))
+        ]
+        for i, r in enumerate(t["rows"])
+    ]
+    title = spec.title + (f" (recipe {recipe})" if recipe else "")
+    if latex:
+        return _latex(title, t, body)
+    parts = [f"**{title}**"]
+    for block in spec.blocks:  # one table per dataset, or per dataset and metric where that is too wide
+        cols = [j for j, c in enumerate(t["columns"]) if c.block is block]
+        table = _markdown(body, t["columns"], cols, spec)
+        if max(map(len, table.splitlines())) <= TERMINAL_WIDTH or spec.kind == "speed":
+            parts.append(f"{block['label']}\n\n{table}")
+            continue
+        for metric in block["metrics"]:
+            mine = [j for j in cols if t["columns"][j].metric == metric]
+            parts.append(f"{block['label']}, {metric_label(metric)}\n\n{_markdown(body, t['columns'], mine, spec)}")
+    parts.append("\n".join(f"- {n}" for n in t["notes"]))
+    return "\n\n".join(parts) + "\n"
+
+
+def _markdown(body, columns, cols, spec) -> str:
+    header = ["Method"] + [_header(columns[j], spec) for j in cols]
+    return tabulate(
+        [[line[0]] + [line[j + 1] for j in cols] for line in body],
+        headers=header,
+        tablefmt="github",
+        disable_numparse=True,
+    )
+
+
+def _header(c: Column, spec: TableSpec) -> str:
+    if c.is_time or len(spec.bits) == 1:
+        return metric_label(c.metric) + ("" if c.is_time else f" ({c.bits} bits)")
+    return f"{metric_label(c.metric)} {c.bits}"
 
 
 def _spans(labels):
@@ -211,37 +339,48 @@ def _spans(labels):
     return spans
 
 
-def _latex(spec: TableSpec, t: dict, body) -> str:
+def _latex(title: str, t: dict, body) -> str:
+    """booktabs, with the paper's header groups: dataset, then metric, then code length."""
     columns = t["columns"]
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             r"\caption{%s}" % _tex(spec.title), r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\caption{%s}" % _tex(title),
+        r"\begin{tabular}{l" + "c" * len(columns) + "}",
+        r"\toprule",
+    ]
     blocks = _spans([c.block["label"] for c in columns])
-    groups = _spans([(c.block["label"], c.group) for c in columns])
+    groups = _spans([(c.block["label"], metric_label(c.metric)) for c in columns])
     lines.append(" & " + " & ".join(r"\multicolumn{%d}{c}{%s}" % (n, _tex(label)) for label, n in blocks) + r" \\")
-    lines.append(" & " + " & ".join(r"\multicolumn{%d}{c}{%s}" % (n, _tex(label[1])) for label, n in groups)
-                 + r" \\")
-    start, rules = 2, []
+    rules, start = [], 2
     for _, n in groups:
         rules.append(r"\cmidrule(lr){%d-%d}" % (start, start + n - 1))
         start += n
+    lines.append(" & " + " & ".join(r"\multicolumn{%d}{c}{%s}" % (n, _tex(label[1])) for label, n in groups) + r" \\")
     lines.append(" ".join(rules))
-    lines.append("Method & " + " & ".join(_tex(c.sub) for c in columns) + r" \\")
+    lines.append("Method & " + " & ".join("" if c.is_time else str(c.bits) for c in columns) + r" \\")
     lines.append(r"\midrule")
-    for k, row in enumerate(body):
-        lines.append(" & ".join([_tex(row[0])] + row[1:]) + r" \\")
-        if k + 1 < len(body) and _method_label(body[k + 1][0]) != _method_label(row[0]):  # between methods
-            lines.append(r"\addlinespace")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip\parbox{\linewidth}{\footnotesize " +
-              " ".join(_tex(n) for n in t["notes"]) + "}", r"\end{table}"]
+    lines += [" & ".join([_tex(line[0])] + line[1:]) + r" \\" for line in body]
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\par\smallskip\parbox{\linewidth}{\footnotesize " + " ".join(_tex(n) for n in t["notes"]) + "}",
+        r"\end{table}",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def _method_label(label: str) -> str:
-    return label.rsplit(" (", 1)[0]
-
-
 def _tex(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("<=", r"$\leq$")):
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("±", r"$\pm$"),
+        ("<=", r"$\leq$"),
+        ("–", "--"),
+    ):
         text = text.replace(a, b)
     return text

@@ -11,18 +11,25 @@ Three parts, trained jointly (Eq. 11: min_{D,C} L_F + lambda L_{D,C}; min_{G,V} 
   cosine cross-entropy (Eq. 7-8, adaptive sigmoid alpha) and the cosine quantization loss (Eq. 9-10, beta).
 Codes are sgn(F(x)).
 
+Training (``fit``) in named steps: the similarity embedding (``fit_embedding``), the nets and their optimisers
+(``_build_gan``, ``_optimisers``), the critic step (``_critic_loss``), the generator step (``_generator_loss``,
+``_synthetic_batch``), the encoder step (``_encoder_loss``), one gradient step (``_step``) and the two schedules
+(``_gan_stage``, ``_encoder_stage``).
+
 Ablations (Table 2) are Config switches: HashGAN-B ``--set binarize=false`` (rank by the real-valued outputs),
 -Q ``--set beta=0``, -C ``--set cosine=false`` (inner-product cross-entropy, DHN/HashNet's), -G
 ``--set use_gan=false`` (no PC-WGAN: F on the real images only).
 
-The authors' code differs from the paper (methods.md B.2.4): the variant ``hashgan-cao2018-official`` has its
-choices as defaults (labels as v, two stages with G frozen in the second, no quantization loss, weight 1 for
-dissimilar pairs, a cosine pair classifier, Adam, and ranking by the real-valued outputs), each one a switch of
-this Config, so ``--set`` moves between the two one difference at a time.
+The authors' code differs from the paper: the variant ``hashgan-cao2018-official`` has its choices as defaults
+(labels as v, two stages with G frozen in the second, no quantization loss, weight 1 for dissimilar pairs, a
+cosine pair classifier, Adam, and ranking by the real-valued outputs), each one a switch of this Config, so
+``--set`` moves between the two one difference at a time.
 
 Unpublished values (alpha, beta, lambda, iterations) and the backbone: see Config. The GAN nets are WGAN-GP's CIFAR
 ResNets at 32 x 32 (the code's CIFAR choice; the paper says 64 x 64); other sizes are resized on the device.
+The reader's page, with the equations, the schedules, the code's differences and ours: docs/hashgan-cao2018.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,15 +38,27 @@ import typing
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from bench.backbones import DeepHashMethod
-from bench.deep import (SupervisedConfig, check_finite, iteration_batches, pair_weights,
-                        pairwise_likelihood, random_crop_flip, sgd, to_float)
+from bench.deep import (
+    LossLog,
+    SupervisedConfig,
+    iteration_batches,
+    pair_weights,
+    pairwise_likelihood,
+    random_crop_flip,
+    sgd,
+    to_float,
+)
 from bench.hookspecs import hookimpl
-from bench.method import binarize, label_matrix, similarity
-from bench.metrics import REAL_DISTANCE
+from bench.method import FitContext, binarize, label_matrix
+from bench.metrics import REAL_DISTANCE, relevance
 
 GAN_SIZE = 32
+LOG_EVERY = 100  # a log entry (and one finiteness check, one host sync) every 100 iterations and at the last
+# The reduced schedule of CPU-only runs: 500 iterations of batch 64, GAN nets of width 16 with one critic step.
+CPU_REDUCED = {"iterations": 500, "batch_size": 64, "gan_width": 16, "n_critic": 1}
 
 
 class ResBlock(nn.Module):
@@ -76,8 +95,7 @@ class Generator(nn.Module):
         self.width = width
         self.fc = nn.Linear(n_in, 4 * 4 * width)
         self.blocks = nn.Sequential(*[ResBlock(width, width, "up", norm=True) for _ in range(3)])
-        self.out = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, channels, 3, padding=1),
-                                 nn.Tanh())
+        self.out = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, channels, 3, padding=1), nn.Tanh())
 
     def forward(self, inputs):
         return self.out(self.blocks(self.fc(inputs).view(-1, self.width, 4, 4)))
@@ -89,10 +107,13 @@ class Critic(nn.Module):
 
     def __init__(self, channels: int, width: int, pair_dim: int):
         super().__init__()
-        self.trunk = nn.Sequential(ResBlock(channels, width, "down", norm=False, first=True),
-                                   ResBlock(width, width, "down", norm=False),
-                                   ResBlock(width, width, None, norm=False), ResBlock(width, width, None, norm=False),
-                                   nn.ReLU())
+        self.trunk = nn.Sequential(
+            ResBlock(channels, width, "down", norm=False, first=True),
+            ResBlock(width, width, "down", norm=False),
+            ResBlock(width, width, None, norm=False),
+            ResBlock(width, width, None, norm=False),
+            nn.ReLU(),
+        )
         self.critic, self.pair = nn.Linear(width, 1), nn.Linear(width, pair_dim)
 
     def forward(self, x):
@@ -109,9 +130,39 @@ def fit_embedding(s: torch.Tensor, dim: int, generator: torch.Generator, iterati
     return v
 
 
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Eq. 1 (and 4), third term: E[(||grad D(x^)|| - 1)^2] at x^ drawn uniformly on the segments between paired
+    real and synthetic images (WGAN-GP's soft Lipschitz constraint)."""
+    eps = torch.rand(len(real), 1, 1, 1, generator=g).to(real)
+    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    grad = torch.autograd.grad(critic(mixed)[0].sum(), mixed, create_graph=True)[0]
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
 def cosine_quantization(h: torch.Tensor) -> torch.Tensor:
     """Eq. 9-10: mean_i cos(|h_i|, 1) = sum_k |h_ik| / (sqrt(K) ||h_i||); 1 when every |h_ik| is equal."""
     return (h.abs().sum(1) / (h.shape[1] ** 0.5 * h.norm(dim=1).clamp(min=1e-12))).mean()
+
+
+def linear_decay(total: int):
+    """WGAN-GP's (and the authors' code's) learning-rate factor: 1 at the start, falling linearly to 0 at ``total``."""
+    return lambda t: max(0.0, 1 - t / max(total, 1))
+
+
+def log_due(step: int, last: int) -> bool:
+    return step % LOG_EVERY == 0 or step == last
+
+
+@dataclasses.dataclass
+class Optimisers:
+    """The optimisers of Eq. 11's three minimisations with their schedules: F's, and G/V's and D/C's (None without
+    the GAN; the two GAN schedules decay together, one step per generator step)."""
+
+    encoder: torch.optim.Optimizer
+    encoder_schedule: LRScheduler
+    generator: torch.optim.Optimizer | None = None
+    critic: torch.optim.Optimizer | None = None
+    gan_schedules: tuple = ()
 
 
 class HashGANCao(DeepHashMethod):
@@ -121,6 +172,7 @@ class HashGANCao(DeepHashMethod):
     activation = "tanh"  # F: tanh K-layer (Sec. 3.3)
     uses_unlabelled = True
     smoke = {"iterations": 60, "batch_size": 32, "gan_width": 16, "n_critic": 1, "gan_iterations": 10}
+    recipes = {"cpu-reduced": CPU_REDUCED}
     zero_allowed = frozenset({"gan_iterations"})  # 0: no GAN-only stage before F (the joint default)
 
     @dataclasses.dataclass(frozen=True)
@@ -131,9 +183,8 @@ class HashGANCao(DeepHashMethod):
         cosine: bool = True  # False: HashGAN-C, the inner-product cross-entropy (alpha / K <h_i, h_j>)
         binarize: bool = True  # False: HashGAN-B, rank by the real-valued outputs
         dissimilar_weight: typing.Literal["balanced", "one"] = "balanced"  # Eq. 7: |S|/|S0| (code: 1)
-        # Weight of the (real, synthetic) pairs in L_F: not in the paper; the code's second step uses 0.1. With 1
-        # a young generator's images pulled F to one code (CIFAR-10, 200 iterations: mAP 0.11; 0.1: 0.17, as
-        # without the GAN).
+        # Weight of the (real, synthetic) pairs in L_F: not in the paper; the code's second stage uses 0.1. A
+        # young generator's images are far from real ones, and at weight 1 they pulled F toward a single code.
         fake_pair_weight: float = 0.1
         encoder_optimizer: typing.Literal["sgd", "adam"] = "sgd"  # paper: SGD (SupervisedConfig); code: Adam
         # PC-WGAN (Eq. 1-5)
@@ -156,183 +207,238 @@ class HashGANCao(DeepHashMethod):
     def ranking_distance(self) -> str:
         return "hamming" if self.config.binarize else REAL_DISTANCE
 
-    # ------------------------------------------------------------------------------------------ the pieces
-    def _embedding(self, y, g):
-        """V (n, dim) >= 0 for the labelled training items: Eq. 3's fit, or the label vectors (the code)."""
+    # ------------------------------------------------------------------------------------------ training
+    def fit(self, x, y=None, context: FitContext = FitContext()):
+        """Eq. 11 on the labelled images ``x``, ``y``, with ``context.unlabelled`` (the database, no labels) in
+        the GAN: the code's GAN-only stage first when ``schedule`` is two_stage, then F's iterations."""
+        c, y = self.config, self.check_labels(y)
+        g = self.generator()
+        self.net_ = self.network(x)
+        if c.use_gan:
+            self._build_gan(x, y, g)
+        opt = self._optimisers()
+        unlabelled = context.unlabelled if (c.use_gan and c.use_unlabelled) else None
+        log = LossLog(self.name)
+        if c.use_gan and c.schedule == "two_stage":
+            self._gan_stage(x, y, unlabelled, opt, g, log)
+        self._encoder_stage(x, y, unlabelled, opt, g, log)
+        if c.use_gan:
+            self.generator_.eval()
+            self._recalibrate(x)
+        self.net_.eval()
+        self.training_ = {
+            "iterations": c.iterations,
+            "gan_iterations": c.gan_iterations if c.use_gan else 0,
+            "selection": "last iteration (fixed schedule)",
+            "unlabelled_images": 0 if unlabelled is None else len(unlabelled),
+            "log": log.entries,
+        }
+        return self
+
+    # ---- the nets and their optimisers
+    def _similarity_embedding(self, y, g):
+        """V (n, dim) >= 0 for the labelled training items: Eq. 3's fit, or the label vectors (the code, an exact
+        solution of Eq. 3 for single-label data, where one-hot v_i^T v_j = s_ij)."""
         c = self.config
         if c.embedding == "labels":
             return label_matrix(y)
-        return fit_embedding(similarity(y, y).to(torch.float32), c.embedding_dim, g)
+        return fit_embedding(relevance(y, y).to(torch.float32), c.embedding_dim, g)
+
+    def _build_gan(self, x, y, g):
+        """PC-WGAN's players for images like ``x``: V (a parameter of G's side when learned), G and D/C."""
+        c = self.config
+        self.train_labels_ = y
+        v = self._similarity_embedding(y, g).to(self.device)
+        self.v_ = nn.Parameter(v) if c.embedding == "learned" else v
+        self.generator_ = Generator(v.shape[1] + c.noise_dim, x.shape[1], c.gan_width).to(self.device)
+        self.critic_ = Critic(x.shape[1], c.gan_width, c.embedding_dim).to(self.device)
+
+    def _optimisers(self) -> Optimisers:
+        """F: the paper's SGD (SupervisedConfig's schedule) or the code's Adam 1e-4 (0, 0.9) decaying linearly to 0
+        over F's iterations; G/V and D/C: WGAN-GP's Adam, decaying over every iteration that steps G."""
+        c = self.config
+        if c.encoder_optimizer == "sgd":
+            encoder, encoder_schedule = sgd(self.net_, c)
+        else:
+            encoder = torch.optim.Adam(self.net_.parameters(), lr=c.lr, betas=(0.0, 0.9))
+            encoder_schedule = LambdaLR(encoder, linear_decay(c.iterations))
+        if not c.use_gan:
+            return Optimisers(encoder, encoder_schedule)
+        g_params = list(self.generator_.parameters()) + ([self.v_] if c.embedding == "learned" else [])
+        generator = torch.optim.Adam(g_params, lr=c.gan_lr, betas=(0.0, 0.9))
+        critic = torch.optim.Adam(self.critic_.parameters(), lr=c.gan_lr, betas=(0.0, 0.9))
+        total = c.gan_iterations + (c.iterations if c.schedule == "joint" else 0)
+        schedules = tuple(LambdaLR(o, linear_decay(total)) for o in (generator, critic))
+        return Optimisers(encoder, encoder_schedule, generator, critic, schedules)
+
+    # ---- the schedules
+    def _gan_stage(self, x, y, unlabelled, opt, g, log):
+        """The code's first stage: ``gan_iterations`` of the PC-WGAN alone (n_critic critic steps, then one step
+        of G and V per batch); F is untouched."""
+        c = self.config
+        self.generator_.train()
+        self.critic_.train()
+        for step, idx in enumerate(iteration_batches(len(x), c.batch_size, c.gan_iterations, g, self.device), 1):
+            critic_terms = self._critic_steps(x, y, unlabelled, len(idx), opt.critic, g)
+            _, loss_g, generator_terms = self._generator_loss(x, idx, relevance(y[idx], y[idx]), g)
+            self._step(loss_g, opt, encoder=False, generator=True)
+            log.add(**critic_terms, **generator_terms)
+            if log_due(step, c.gan_iterations):
+                log.close(step, iteration=step, stage="gan")
+
+    def _encoder_stage(self, x, y, unlabelled, opt, g, log):
+        """F's ``iterations``. Joint (Eq. 11, the paper): each batch also takes the critic steps and one step of G
+        and V, which get L_F's gradient through the synthetic images. Two-stage (the code): G frozen, in eval
+        mode, only synthesises F's second half of the batch. Without the GAN: F on real images only."""
+        c = self.config
+        joint = c.use_gan and c.schedule == "joint"
+        self.net_.train()
+        if c.use_gan:
+            self.generator_.train(joint)
+        if joint:
+            self.critic_.train()
+        for step, idx in enumerate(iteration_batches(len(x), c.batch_size, c.iterations, g, self.device), 1):
+            s = relevance(y[idx], y[idx])
+            h_real = self._encode_augmented(x[idx], g)
+            fake, loss_g, gan_terms = (
+                self._synthetic_batch(x, y, idx, s, unlabelled, opt, g) if c.use_gan else (None, 0.0, {})
+            )
+            h_fake = None if fake is None else self._encode_augmented(fake, g)
+            loss_f, encoder_terms = self._encoder_loss(h_real, h_fake, s)
+            self._step(loss_f + loss_g, opt, encoder=True, generator=joint)
+            log.add(loss_f=loss_f, **encoder_terms, **gan_terms)
+            if log_due(step, c.iterations):
+                log.close(step, iteration=step)
+
+    def _synthetic_batch(self, x, y, idx, s, unlabelled, opt, g):
+        """(G(v_i, u_i) for the batch ``idx``, G/V's loss, its terms). Joint: after the critic steps, and with
+        G/V's loss, so that G also gets L_F's gradient through these images; two-stage: from the frozen G."""
+        if self.config.schedule == "two_stage":
+            with torch.no_grad():
+                return self._fake(self.v_[idx], g), 0.0, {}
+        critic_terms = self._critic_steps(x, y, unlabelled, len(idx), opt.critic, g)
+        fake, loss_g, generator_terms = self._generator_loss(x, idx, s, g)
+        return fake, loss_g, critic_terms | generator_terms
+
+    def _step(self, loss, opt: Optimisers, encoder: bool, generator: bool):
+        """One gradient step of ``loss`` for F and/or G and V (V then projected back to >= 0, Eq. 3's constraint),
+        each with its schedule."""
+        if encoder:
+            opt.encoder.zero_grad(set_to_none=True)
+        if generator:
+            opt.generator.zero_grad(set_to_none=True)
+        loss.backward()
+        if encoder:
+            opt.encoder.step()
+            opt.encoder_schedule.step()
+        if generator:
+            opt.generator.step()
+            self._project()
+            for schedule in opt.gan_schedules:
+                schedule.step()
+
+    # ---- the critic step (Eq. 4)
+    def _critic_steps(self, x, y, unlabelled, batch_size, opt_critic, g) -> dict:
+        """WGAN-GP's ``n_critic`` steps of D and C, each on a fresh batch of labelled images and as many unlabelled
+        ones; the terms of the last."""
+        c = self.config
+        for _ in range(c.n_critic):
+            b = self._draw(len(x), batch_size, g)
+            x_unlabelled = (
+                None
+                if unlabelled is None
+                else to_float(unlabelled[self._draw(len(unlabelled), batch_size, g)], GAN_SIZE)
+            )
+            loss, terms = self._critic_loss(
+                to_float(x[b], GAN_SIZE), self.v_[b], x_unlabelled, relevance(y[b], y[b]), g
+            )
+            opt_critic.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_critic.step()
+        return terms
+
+    def _critic_loss(self, x_real, v_real, x_unlabelled, s, g):
+        """lambda L_{D,C} (Eq. 4, 11) on real images (labelled, then unlabelled) and as many synthetic ones
+        G(v, u), G(0, u): the Wasserstein estimate, the gradient penalty, and C's cross-entropy on the labelled
+        (synthetic i, real j) pairs."""
+        c = self.config
+        with torch.no_grad():
+            fake = self._fake(v_real, g)
+            if x_unlabelled is not None:  # unlabelled images: v = 0 (paper 3.1)
+                zeros = torch.zeros(len(x_unlabelled), v_real.shape[1], device=v_real.device)
+                fake, x_real = torch.cat([fake, self._fake(zeros, g)]), torch.cat([x_real, x_unlabelled])
+        d_real, z_real = self.critic_(x_real)
+        d_fake, z_fake = self.critic_(fake)
+        wasserstein = d_fake.mean() - d_real.mean()  # Eq. 4, row 1 (minus the Wasserstein estimate)
+        penalty = gradient_penalty(self.critic_, x_real, fake, g)  # Eq. 4, row 2
+        n = len(v_real)
+        pair = self._pair_loss(z_fake[:n], z_real[:n].detach(), s)  # Eq. 4, rows 3-4 (real side: the code's)
+        loss = c.lam * (wasserstein + c.gradient_penalty * penalty + pair)
+        return loss, {"wasserstein": -wasserstein.detach(), "penalty": penalty.detach(), "pair_d": pair.detach()}
+
+    def _pair_loss(self, z_fake, z_real, s):
+        """C's cross-entropy over (synthetic i, real j) pairs (Eq. 4-5, rows 3-4): C = sigmoid(z~_i^T z_j) (paper)
+        or sigmoid(alpha cos) on tanh features (the code)."""
+        c = self.config
+        if c.pair_classifier == "cosine":
+            return pairwise_likelihood(torch.tanh(z_fake), torch.tanh(z_real), s, c.alpha, cosine=True)
+        return pairwise_likelihood(z_fake, z_real, s, 1.0)
+
+    # ---- the generator step (Eq. 5)
+    def _generator_loss(self, x, idx, s, g):
+        """lambda L_{G,V} (Eq. 5, 11) on the batch ``idx``: fool D, fit V to the pairs, and make C find the pairs
+        in (G(v_i, u_i), x_j). Returns the synthetic images too, so F's loss can reach G through them."""
+        c = self.config
+        v = self.v_[idx]
+        fake = self._fake(v, g)
+        d_fake, z_fake = self.critic_(fake)
+        with torch.no_grad():
+            z_real = self.critic_(to_float(x[idx], GAN_SIZE))[1]
+        adversarial = -d_fake.mean()  # Eq. 5, row 1, first term
+        if c.embedding == "learned":
+            embedding = ((s.float() - v @ v.T) ** 2).mean()  # Eq. 5, row 1, second term (Eq. 3's L_V)
+        else:
+            embedding = torch.zeros((), device=v.device)  # the labels are fixed
+        pair = self._pair_loss(z_fake, z_real, s)  # Eq. 5, rows 2-3
+        loss = c.lam * (adversarial + embedding + pair)
+        return fake, loss, {"generator": adversarial.detach(), "pair_g": pair.detach(), "embedding": embedding.detach()}
 
     def _fake(self, v, g):
         """G(v, u), u ~ N(0, 1)."""
         u = torch.randn(v.shape[0], self.config.noise_dim, generator=g).to(v)
         return self.generator_(torch.cat([v, u], 1))
 
-    def _pair_loss(self, z_fake, z_real, s):
-        """C's cross-entropy over (synthetic i, real j) pairs (Eq. 4-5)."""
+    # ---- the encoder step (Eq. 6-10)
+    def _encode_augmented(self, images, g):
+        """F on a randomly cropped and flipped batch (real uint8 images or synthetic ones in [-1, 1])."""
         c = self.config
-        if c.pair_classifier == "cosine":
-            return pairwise_likelihood(torch.tanh(z_fake), torch.tanh(z_real), s, c.alpha, cosine=True)
-        return pairwise_likelihood(z_fake, z_real, s, 1.0)
+        return self.net_(random_crop_flip(self.net_.backbone.prepare(images), g, c.crop, c.flip))
 
     def _encoder_loss(self, h_real, h_fake, s):
-        """L_F (Eq. 10) over real-real pairs and, with synthetic images, real-synthetic pairs (the code's pair
-        sets, methods.md C.8); weights Eq. 7; minus beta times the cosine quantization of every output."""
+        """L_F (Eq. 10) over real-real pairs and, with synthetic images, real-synthetic pairs (never
+        synthetic-synthetic: the code's pair sets), weighted by Eq. 7, minus beta times the cosine quantization
+        of every output (Eq. 9-10)."""
         c = self.config
         alpha = c.alpha if c.cosine else c.alpha / self.n_bits  # -C: HashNet's scale on inner products
-        w = pair_weights(s, c.dissimilar_weight, exclude_self=True)
-        loss = pairwise_likelihood(h_real, h_real, s, alpha, w, cosine=c.cosine)
+        w = pair_weights(s, c.dissimilar_weight, exclude_self=True)  # Eq. 7
+        loss = pairwise_likelihood(h_real, h_real, s, alpha, w, cosine=c.cosine)  # Eq. 8 / 10, rows 1-2
         terms = {"likelihood_real": loss}
         outputs = h_real
         if h_fake is not None:
             # The real side is held fixed (the code's stop-gradient): synthetic images are pulled toward the real
-            # codes, never the real codes toward synthetic images. Without it the untrained generator's images
-            # dragged every real code to one point (CIFAR-10, 200 iterations: mAP 0.11 vs 0.17 without the GAN).
-            terms["likelihood_synthetic"] = pairwise_likelihood(
-                h_real.detach(), h_fake, s, alpha, pair_weights(s, c.dissimilar_weight), cosine=c.cosine)
+            # codes, never the real codes toward imperfect synthetic images.
+            terms["likelihood_synthetic"] = pairwise_likelihood(  # Eq. 8 / 10, rows 1-2
+                h_real.detach(), h_fake, s, alpha, pair_weights(s, c.dissimilar_weight), cosine=c.cosine
+            )
             loss = loss + c.fake_pair_weight * terms["likelihood_synthetic"]
             outputs = torch.cat([h_real, h_fake])
-        terms["quantization"] = cosine_quantization(outputs)
+        terms["quantization"] = cosine_quantization(outputs)  # Eq. 9 / 10, row 3
         return loss - c.beta * terms["quantization"], terms
 
-    def _critic_step(self, x_real, v_real, x_unlabelled, s, g, opt_d):
-        """One critic step: Wasserstein distance with gradient penalty (Eq. 4) plus C's pair cross-entropy."""
-        c = self.config
-        with torch.no_grad():
-            fake = self._fake(v_real, g)
-            fake_u = self._fake(torch.zeros(len(x_unlabelled), v_real.shape[1], device=v_real.device), g) \
-                if x_unlabelled is not None else None
-        real_all = x_real if x_unlabelled is None else torch.cat([x_real, x_unlabelled])
-        fake_all = fake if fake_u is None else torch.cat([fake, fake_u])
-        d_real, z_real = self.critic_(real_all)
-        d_fake, z_fake = self.critic_(fake_all)
-        eps = torch.rand(len(real_all), 1, 1, 1, generator=g).to(real_all)
-        mixed = (eps * real_all + (1 - eps) * fake_all).requires_grad_(True)
-        grad = torch.autograd.grad(self.critic_(mixed)[0].sum(), mixed, create_graph=True)[0]
-        penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-        n = len(x_real)
-        wasserstein = d_fake.mean() - d_real.mean()
-        pair = self._pair_loss(z_fake[:n], z_real[:n].detach(), s)
-        loss = c.lam * (wasserstein + c.gradient_penalty * penalty + pair)
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_d.step()
-        return {"wasserstein": -wasserstein.detach(), "penalty": penalty.detach(), "pair_d": pair.detach()}
-
-    # ------------------------------------------------------------------------------------------ training
-    def fit(self, x, y=None, unlabelled=None):
-        c, y = self.config, self.check_labels(y)
-        g = self.generator()
-        channels = x.shape[1]
-        self.net_ = self.network(x)
-        if c.encoder_optimizer == "sgd":
-            opt_f, schedule_f = sgd(self.net_, c)
-        else:  # the code: Adam 1e-4 (0, 0.9), linear decay to 0
-            opt_f = torch.optim.Adam(self.net_.parameters(), lr=c.lr, betas=(0.0, 0.9))
-            schedule_f = torch.optim.lr_scheduler.LambdaLR(opt_f, lambda t: max(0.0, 1 - t / c.iterations))
-        unlabelled = unlabelled if (c.use_gan and c.use_unlabelled) else None
-        log, sums = [], {}
-        if c.use_gan:
-            self.train_labels_ = y
-            v = self._embedding(y, g).to(self.device)
-            self.v_ = nn.Parameter(v) if c.embedding == "learned" else v
-            self.generator_ = Generator(v.shape[1] + c.noise_dim, channels, c.gan_width).to(self.device)
-            self.critic_ = Critic(channels, c.gan_width, c.embedding_dim).to(self.device)
-            g_params = list(self.generator_.parameters()) + ([self.v_] if c.embedding == "learned" else [])
-            total = c.gan_iterations + (c.iterations if c.schedule == "joint" else 0)
-            decay = lambda t: max(0.0, 1 - t / max(total, 1))  # noqa: E731 (WGAN-GP's linear decay)
-            opt_g = torch.optim.Adam(g_params, lr=c.gan_lr, betas=(0.0, 0.9))
-            opt_d = torch.optim.Adam(self.critic_.parameters(), lr=c.gan_lr, betas=(0.0, 0.9))
-            schedules_gan = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (opt_g, opt_d)]
-
-        def draw(n_items, size):
-            return torch.randint(n_items, (size,), generator=g).to(self.device)
-
-        def gan_step(idx):
-            """n_critic critic steps, then G/V's loss (Eq. 5): -D(G(v, u)) + sum (s - v^T v)^2 + C's loss."""
-            terms = {}
-            for _ in range(c.n_critic):
-                b = draw(len(x), len(idx))
-                xu = to_float(unlabelled[draw(len(unlabelled), len(idx))], GAN_SIZE) if unlabelled is not None \
-                    else None
-                s_b = similarity(y[b], y[b])
-                terms = self._critic_step(to_float(x[b], GAN_SIZE), self._v(b), xu, s_b, g, opt_d)
-            v_b = self._v(idx)
-            fake = self._fake(v_b, g)
-            d_fake, z_fake = self.critic_(fake)
-            with torch.no_grad():
-                z_real = self.critic_(to_float(x[idx], GAN_SIZE))[1]
-            s = similarity(y[idx], y[idx])
-            pair = self._pair_loss(z_fake, z_real, s)
-            embedding = ((s.float() - v_b @ v_b.T) ** 2).mean() if c.embedding == "learned" else torch.zeros(())
-            loss_g = c.lam * (-d_fake.mean() + embedding + pair)
-            return fake, loss_g, terms | {"generator": -d_fake.mean().detach(), "pair_g": pair.detach(),
-                                          "embedding": embedding.detach()}
-
-        def finish(step, terms, last, every=100):
-            """Accumulate the terms; every ``every`` steps and at the last, check them and log their means."""
-            for k, value in terms.items():
-                sums[k] = sums.get(k, 0.0) + torch.as_tensor(value).detach()
-            if step % every == 0 or step == last:
-                check_finite(self.name, step, **sums)
-                log.append({"iteration": step, **{k: round(float(v) / ((step - 1) % every + 1), 5)
-                                                  for k, v in sums.items()}})
-                sums.clear()
-
-        # ---- two_stage (the code): the GAN alone first, then F with G frozen
-        if c.use_gan and c.schedule == "two_stage":
-            self.generator_.train()
-            self.critic_.train()
-            for step, idx in enumerate(iteration_batches(len(x), c.batch_size, c.gan_iterations, g, self.device), 1):
-                _, loss_g, terms = gan_step(idx)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                self._project()
-                for sch in schedules_gan:
-                    sch.step()
-                finish(step, {"stage": torch.tensor(1.0), **terms}, c.gan_iterations)
-        # ---- F (and, in the joint schedule, the GAN step by step)
-        joint = c.use_gan and c.schedule == "joint"
-        self.net_.train()
-        if joint:
-            self.generator_.train()
-            self.critic_.train()
-        for step, idx in enumerate(iteration_batches(len(x), c.batch_size, c.iterations, g, self.device), 1):
-            inputs = random_crop_flip(self.net_.backbone.prepare(x[idx]), g, c.crop, c.flip)
-            h_real = self.net_(inputs)
-            terms, h_fake, loss_g = {}, None, 0.0
-            if joint:
-                fake, loss_g, terms = gan_step(idx)  # G gets L_F's gradient through the synthetic images
-            elif c.use_gan:
-                with torch.no_grad():
-                    self.generator_.eval()
-                    fake = self._fake(self._v(idx), g)
-            if c.use_gan:
-                fake_inputs = random_crop_flip(self.net_.backbone.prepare(fake), g, c.crop, c.flip)
-                h_fake = self.net_(fake_inputs)
-            loss_f, f_terms = self._encoder_loss(h_real, h_fake, similarity(y[idx], y[idx]))
-            opt_f.zero_grad(set_to_none=True)
-            if joint:
-                opt_g.zero_grad(set_to_none=True)
-            (loss_f + loss_g).backward()
-            opt_f.step()
-            schedule_f.step()
-            if joint:
-                opt_g.step()
-                self._project()
-                for sch in schedules_gan:
-                    sch.step()
-            finish(step, {"loss_f": loss_f, **f_terms, **terms}, c.iterations)
-        if c.use_gan:
-            self.generator_.eval()
-            self._recalibrate(x)
-        self.net_.eval()
-        self.training_ = {"iterations": c.iterations, "gan_iterations": c.gan_iterations if c.use_gan else 0,
-                          "selection": "last iteration (fixed schedule)",
-                          "unlabelled_images": 0 if unlabelled is None else int(len(unlabelled)), "log": log}
-        return self
+    # ---- helpers
+    def _draw(self, n_items, size, g):
+        """``size`` random indices below ``n_items`` (with replacement), on the device."""
+        return torch.randint(n_items, (size,), generator=g).to(self.device)
 
     @torch.no_grad()
     def _recalibrate(self, x, batch_size: int = 500):
@@ -347,9 +453,6 @@ class HashGANCao(DeepHashMethod):
         self.net_.train()
         for part in x.split(batch_size):
             self.net_(self.net_.backbone.prepare(part))
-
-    def _v(self, idx):
-        return self.v_[idx]
 
     @torch.no_grad()
     def _project(self):
@@ -381,18 +484,20 @@ class HashGANCao(DeepHashMethod):
 class HashGANCaoOfficial(HashGANCao):
     name = "hashgan-cao2018-official"
     smoke = HashGANCao.smoke
+    recipes = {"cpu-reduced": {**CPU_REDUCED, "gan_iterations": 500}}  # and 500 of the GAN-only first stage
 
     @dataclasses.dataclass(frozen=True)
     class Config(HashGANCao.Config):
-        """The authors' TensorFlow code (thuml/HashGAN, methods.md B.2.4) as defaults."""
+        """The authors' TensorFlow code (thuml/HashGAN; docs/hashgan-cao2018.md) as defaults."""
+
         embedding: typing.Literal["learned", "labels"] = "labels"  # labels overwrite the first noise entries
         beta: float = 0.0  # no quantization loss
         dissimilar_weight: typing.Literal["balanced", "one"] = "one"
         pair_classifier: typing.Literal["inner_product", "cosine"] = "cosine"  # tanh head, alpha-scaled cosine
         schedule: typing.Literal["joint", "two_stage"] = "two_stage"
-        gan_iterations: int = 100_000  # step 1 (cifar_step_1.yaml)
-        iterations: int = 10_000  # step 2
-        batch_size: int = 128  # step 2: 128 real + 128 synthetic
+        gan_iterations: int = 100_000  # stage 1 (cifar_step_1.yaml)
+        iterations: int = 10_000  # stage 2
+        batch_size: int = 128  # stage 2: 128 real + 128 synthetic
         encoder_optimizer: typing.Literal["sgd", "adam"] = "adam"
         lr: float = 1e-4  # Adam (0, 0.9) with linear decay
         weight_decay: float = 0.0

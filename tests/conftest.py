@@ -1,21 +1,90 @@
 import os
+import typing
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 
+from bench.data import PROTOCOLS, load_split
+from bench.method import FitContext, make_config, seeded
+
 # The read-only data shipped beside the checkout (CI clones with shared/ beside it), or the user's own root.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA_ROOT = Path(os.environ.get("HASHBENCH_DATA") or SHARED_DATA)
 HAS_MNIST = (DATA_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").exists()
-needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason=f"MNIST not found under {DATA_ROOT}")
+HAS_CIFAR10_COPY = (DATA_ROOT / "cifar10" / "unpack.py").exists()
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
+
+
+def needs_mnist(test):
+    """A test that reads the real MNIST: marked slow (the default run leaves it out; ``pytest -m slow`` runs it)
+    and skipped where the files are absent."""
+    return pytest.mark.slow(pytest.mark.skipif(not HAS_MNIST, reason=f"MNIST not found under {DATA_ROOT}")(test))
+
+
+def needs_cifar10_copy(test):
+    """A test that reads the lossless CIFAR-10 copy (``cifar10/unpack.py``): slow, skipped where it is absent."""
+    return pytest.mark.slow(pytest.mark.skipif(not HAS_CIFAR10_COPY, reason="no lossless CIFAR-10 copy")(test))
 
 
 @pytest.fixture
 def results_dir(tmp_path):
     return tmp_path / "results"
+
+
+class SmokeFit(typing.NamedTuple):
+    method: object  # the instance fit() was called on
+    returned: object  # what fit() returned (the contract: the instance itself)
+    split: object  # the digits split it was fitted on
+
+
+def _refuse_global_seeding(*args, **kwargs):
+    raise AssertionError(
+        "a method seeded torch's global generator inside fit(); draw from self.generator() and "
+        "let the runner seed module initialisation (bench.method.seeded)"
+    )
+
+
+def smoke_fit(cls, n_bits: int, seed: int = 0, device: str = "cpu") -> SmokeFit:
+    """One fit of ``cls``'s smoke config on digits as the runner fits it: labels for supervised methods, the
+    validation split for ``uses_validation`` methods, no checkpoint, torch's global generator seeded around fit.
+    Seeding that generator inside fit() is refused, so a method cannot hide behind its own seed."""
+    from bench.runner import DEFAULT_VIEW  # here, not at import: a broken runner fails these tests, not every test
+
+    split = load_split(DIGITS, DEFAULT_VIEW[cls.input], device)
+    labels = None if cls.supervision == "none" else split.y_train
+    context = FitContext(validation=split.validation() if cls.uses_validation else None, checkpoint=None)
+    method = cls(n_bits, make_config(cls, cls.smoke), device=device, seed=seed)
+    with (
+        seeded(seed, device),
+        mock.patch.object(torch, "manual_seed", _refuse_global_seeding),
+        mock.patch.object(torch.random, "manual_seed", _refuse_global_seeding),
+    ):
+        returned = method.fit(split.x_train, labels, context)
+    return SmokeFit(method, returned, split)
+
+
+@pytest.fixture(scope="session")
+def fitted():
+    """``fitted(cls, n_bits, seed=0)``: the smoke fit of that (method, code length, seed), made once per test
+    session and shared by every test that asks for it (a failed fit is remembered and raised again)."""
+    cache = {}
+
+    def get(cls, n_bits: int, seed: int = 0) -> SmokeFit:
+        key = (cls, n_bits, seed)
+        if key not in cache:
+            try:
+                cache[key] = smoke_fit(cls, n_bits, seed)
+            except Exception as error:  # noqa: BLE001 (re-raised for every test that asks)
+                cache[key] = error
+        if isinstance(cache[key], Exception):
+            raise cache[key]
+        return cache[key]
+
+    return get
 
 
 def random_case(rng, n_q, n_d, n_bits, n_classes=4, multi_label=False, n_patterns=None, flip=0.1):

@@ -1,5 +1,8 @@
 """The shared image backbones (bench.backbones), their weights options, and the image baselines built on them
 (DeepBit, UTH): what their papers' setups need beyond the registry-wide contract tests."""
+
+import math
+
 import pytest
 import torch
 
@@ -8,7 +11,7 @@ from bench.backbones import Backbone
 from bench.data import PROTOCOLS, load_split
 from bench.deep import rotate
 from bench.errors import BenchError
-from bench.method import make_config
+from bench.method import make_config, seeded
 
 DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
 
@@ -28,6 +31,7 @@ def test_small_cnn_prepares_any_small_grey_or_colour_image():
 
 def test_imagenet_backbone_takes_grey_images_and_loads_weights_from_a_file(tmp_path):
     from torchvision.models import alexnet
+
     source = alexnet()
     path = tmp_path / "alexnet.pt"
     torch.save(source.state_dict(), path)
@@ -52,19 +56,36 @@ def test_bad_weights_are_named(tmp_path):
 def test_rotate_turns_images_and_is_the_identity_at_zero():
     x = torch.arange(64.0).view(1, 1, 8, 8)
     assert torch.allclose(rotate(x, 0.0), x, atol=1e-4)
-    assert torch.allclose(rotate(x, 90.0), torch.rot90(x, 1, (2, 3)), atol=1e-3) or \
-        torch.allclose(rotate(x, 90.0), torch.rot90(x, -1, (2, 3)), atol=1e-3)
+    assert torch.allclose(rotate(x, 90.0), torch.rot90(x, 1, (2, 3)), atol=1e-3) or torch.allclose(
+        rotate(x, 90.0), torch.rot90(x, -1, (2, 3)), atol=1e-3
+    )
 
 
 def test_deepbit_rotation_weights_and_its_frozen_trunk(images):
     assert ANGLE_WEIGHTS[2] == 1.0 and ANGLE_WEIGHTS[0] == ANGLE_WEIGHTS[4] < ANGLE_WEIGHTS[1]
     method = DeepBit(16, make_config(DeepBit, {"stage1_iterations": 20, "stage2_iterations": 5}), seed=0)
-    torch.manual_seed(0)
-    untouched = Backbone("small_cnn", 1).state_dict()  # the trunk DeepBit builds with the same seed
-    method.fit(images.x_train)
+    with seeded(0):
+        untouched = Backbone("small_cnn", 1).state_dict()  # the trunk DeepBit builds with the same seed
+    with seeded(0):
+        method.fit(images.x_train)
     after = method.net_.backbone.state_dict()
     assert all(torch.equal(untouched[k], after[k]) for k in untouched)  # the release trains only the new layer
+    # one log entry at the end of each stage; the rotation term only in the second
+    log = method.training_["log"]
+    assert [(e["stage"], e["iteration"]) for e in log] == [(1, 20), (2, 25)]
+    assert "rotation" not in log[0] and log[1]["rotation"] > 0
     # codes threshold each bit at its training-set mean
     f = method.net_.outputs(images.x_train)
     codes = method.encode(images.x_train)
     assert torch.equal(codes == 1, f >= f.mean(0))
+
+
+def test_uth_logs_its_three_criteria(images):
+    from baselines.uth import UTH
+
+    with seeded(0):
+        method = UTH(8, make_config(UTH, {"iterations": 30}), seed=0).fit(images.x_train)
+    (entry,) = method.training_["log"]
+    assert set(entry) == {"iteration", "loss", "triplet", "quantization", "entropy"} and entry["iteration"] == 30
+    assert 0 < entry["entropy"] <= 8 * math.log(2) + 1e-6  # the batch entropy of 8 bits, in nats
+    assert entry["loss"] == pytest.approx(entry["triplet"] + entry["quantization"] - entry["entropy"], abs=1e-4)

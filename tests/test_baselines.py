@@ -1,4 +1,5 @@
 """LSH, PCAH and ITQ against independent implementations on the digits data."""
+
 import numpy as np
 import pytest
 import torch
@@ -39,8 +40,9 @@ def numpy_itq(x_train, x, n_bits, n_iter, seed):
     eigval, eigvec = np.linalg.eigh(np.cov(xc, rowvar=False))
     pc = eigvec[:, ::-1][:, :n_bits]
     v = xc @ pc
-    r = torch.linalg.qr(torch.randn(n_bits, n_bits, generator=torch.Generator().manual_seed(seed),
-                                    dtype=torch.float64)).Q.numpy()
+    r = torch.linalg.qr(
+        torch.randn(n_bits, n_bits, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ).Q.numpy()
     for _ in range(n_iter + 1):
         b = np.where(v @ r >= 0, 1.0, -1.0)
         ub, _, uat = np.linalg.svd(b.T @ v)
@@ -74,9 +76,11 @@ def test_lsh_is_the_sign_of_gaussian_projections(split):
 
 def test_digits_regression_values(split):
     """Hand-checked values on the embedded data set (ITQ > LSH at every length, PCAH falls with length)."""
+
     def score(cls, bits, seed=0):
         m = cls(bits, seed=seed).fit(split.x_train)
         return evaluate(m.encode(split.x_query), m.encode(split.x_database), split.y_query, split.y_database)["map"]
+
     assert score(PCAH, 16) > score(PCAH, 48)
     for bits in (16, 32):
         assert score(ITQ, bits) > max(score(LSH, bits, s) for s in range(3))

@@ -1,21 +1,22 @@
 """Cao et al. 2018 pieces: the shared pairwise losses, real-valued ranking, CNNH's stage 1, the similarity
 embedding, list-file datasets, count-based multi-label splits and ablation rows of the paper tables."""
+
 import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import random_case
 
 from bench.data import ListFile, Protocol, load_split
 from bench.deep import pair_weights, pairwise_likelihood, random_crop_flip
 from bench.errors import BenchError
-from bench.method import similarity
-from bench.metrics import evaluate_real
+from bench.method import FitContext, make_config, seeded
+from bench.metrics import evaluate_real, relevance
 from bench.reference import _ap, _relevant
 from bench.runner import Cell, run_cell, run_grid
 from bench.tables import build
-from conftest import random_case
 
 
 def test_pair_weights_balance_similar_and_dissimilar_pairs():
@@ -65,8 +66,9 @@ def test_real_valued_ranking_matches_a_brute_force_sort(multi_label):
 
 def test_cnnh_stage_one_lowers_the_error_and_recovers_the_classes():
     from baselines.cnnh import approximate_codes
+
     y = torch.arange(60) % 3
-    s = similarity(y, y).float() * 2 - 1
+    s = relevance(y, y).float() * 2 - 1
     codes, errors = approximate_codes(s, 8, 5, torch.Generator().manual_seed(0))
     assert all(b <= a for a, b in zip(errors, errors[1:])) and errors[-1] < errors[0]
     agree = (codes @ codes.T / 8 > 0) == (s > 0)
@@ -75,8 +77,9 @@ def test_cnnh_stage_one_lowers_the_error_and_recovers_the_classes():
 
 def test_similarity_embedding_is_non_negative_and_fits_the_pairs():
     from plugins.hashgan_cao2018 import fit_embedding
+
     y = torch.arange(50) % 5
-    s = similarity(y, y).float()
+    s = relevance(y, y).float()
     v = fit_embedding(s, 32, torch.Generator().manual_seed(0))
     assert (v >= 0).all() and ((v @ v.T - s) ** 2).mean() < 0.01
 
@@ -85,6 +88,7 @@ def make_list_dataset(root, n=60, n_labels=5, size=12):
     """A tiny NUS-WIDE-like folder: PNG images and thuml-format lists (test.txt, database.txt; train.txt a
     sample of database.txt, so lines repeat across lists)."""
     from PIL import Image
+
     rng = np.random.default_rng(0)
     folder = root / "tiny"
     (folder / "images").mkdir(parents=True)
@@ -135,62 +139,102 @@ SMOKE = (("iterations", "20"), ("batch_size", "32"), ("gan_width", "8"), ("n_cri
 
 
 def test_hashgan_b_ranks_real_valued_outputs(results_dir):
-    record, _ = run_cell(Cell("hashgan-cao2018", "digits", 8, 0, SMOKE + (("binarize", "false"),)),
-                         results_dir=results_dir)
+    record, _ = run_cell(
+        Cell("hashgan-cao2018", "digits", 8, 0, overrides=SMOKE + (("binarize", "false"),)), results_dir=results_dir
+    )
     assert record["distance"] == "inner_product" and "p@h<=2" not in record["metrics"]
     assert "inner product" in record["semantics"]["distance"] and record["metrics"]["map"] > 0.1
 
 
 def test_semi_supervised_methods_get_the_database_without_labels(monkeypatch):
     """On a protocol whose labelled training set is apart from the database, the runner passes the database
-    images as ``unlabelled`` (never their labels)."""
+    images as ``context.unlabelled`` (never their labels)."""
     from bench import runner
+    from bench.data import load_digits
     from plugins.hashgan_cao2018 import HashGANCao
+
     seen = {}
     original = HashGANCao.fit
 
-    def spy(self, x, y=None, unlabelled=None):
-        seen["unlabelled"] = None if unlabelled is None else unlabelled.shape[0]
-        return original(self, x, y, unlabelled)
+    def spy(self, x, y=None, context=FitContext()):
+        seen["unlabelled"] = None if context.unlabelled is None else context.unlabelled.shape[0]
+        return original(self, x, y, context)
+
     monkeypatch.setattr(HashGANCao, "fit", spy)
-    digits_cao = Protocol("digits-cao", "digits, 5 queries and 30 training images per class", _digits(), 5,
-                          train_per_class=30)
+    digits_cao = Protocol(
+        "digits-cao", "digits, 5 queries and 30 training images per class", load_digits, 5, train_per_class=30
+    )
     registry = runner.get_registry()
     monkeypatch.setitem(registry.protocols, "digits-cao", digits_cao)
-    method, split, _, _ = runner.fit_method(Cell("hashgan-cao2018", "digits-cao", 8, 0, SMOKE))
+    method, split, _ = runner.fit_method(runner.prepare(Cell("hashgan-cao2018", "digits-cao", 8, 0, overrides=SMOKE)))
     assert seen["unlabelled"] == split.x_database.shape[0] == 1797 - 50 - 300
     assert method.training_["unlabelled_images"] == seen["unlabelled"]
 
 
-def _digits():
+def _tiny_digits(n: int):
+    """The first ``n`` digits as the uint8 images (n, 1, 8, 8) and class ids the runner would give fit()."""
     from bench.data import load_digits
-    return load_digits
+
+    data = load_digits(None, False)
+    return torch.from_numpy(data.x[:n]), torch.from_numpy(data.y[:n]).long()
 
 
-def test_ablation_rows_and_table_wide_overrides_pick_their_runs(results_dir):
-    """Table 2's rows differ only by a Config switch; --set-style overrides select a reduced schedule."""
+@pytest.mark.parametrize("method", ["hashgan-cao2018", "hashgan-cao2018-official"])
+def test_hashgan_cao_fit_takes_the_unlabelled_images_from_its_context_and_repeats_under_one_seed(method):
+    """Both schedules (the paper's joint one, the code's GAN stage then F) train on ``context.unlabelled`` in the
+    GAN, log each stage, and draw only from the run's generator and the seeded global one: two fits agree."""
     from bench.registry import get_registry
+
+    cls = get_registry().method(method)
+    x, y = _tiny_digits(120)
+    config = make_config(
+        cls, {"iterations": 3, "batch_size": 16, "gan_width": 8, "n_critic": 2, "gan_iterations": 2, "embedding_dim": 8}
+    )
+    fits = []
+    for _ in range(2):
+        with seeded(0):
+            fits.append(cls(8, config, seed=0).fit(x[:80], y[:80], FitContext(unlabelled=x[80:])))
+    first, second = fits
+    assert first.training_["unlabelled_images"] == 40
+    stages = [entry.get("stage") for entry in first.training_["log"]]
+    assert stages == (["gan", None] if config.schedule == "two_stage" else [None])
+    assert all(key in first.training_["log"][-1] for key in ("loss_f", "likelihood_synthetic", "quantization"))
+    assert first.training_["log"] == second.training_["log"]
+    assert torch.equal(first.encode(x[:20]), second.encode(x[:20]))
+    assert torch.equal(first.sample(4), second.sample(4))
+
+
+def test_cpu_reduced_recipes_are_the_reduced_schedule_of_both_variants():
+    from bench.recipes import resolve
+    from bench.registry import get_registry
+
+    for method, gan_iterations in (("hashgan-cao2018", 0), ("hashgan-cao2018-official", 500)):
+        config = resolve(get_registry().method(method), 16, "cpu-reduced")
+        assert (config.iterations, config.batch_size, config.gan_width, config.n_critic) == (500, 64, 16, 1)
+        assert config.gan_iterations == gan_iterations
+
+
+def test_ablation_rows_and_a_table_recipe_pick_their_runs(results_dir, monkeypatch):
+    """Table 2's rows differ only by a Config switch (each row's ``set``); a table-wide recipe (a reduced
+    schedule) is laid under every row whose method declares it, and under no other."""
+    from bench.registry import get_registry
+    from plugins.hashgan_cao2018 import HashGANCao
+
     spec = get_registry().table("cao2018-table2")
     block = dict(spec.blocks[1], protocol="digits", label="Digits")
     rows = tuple(dict(r, published={"digits": r["published"].get("cifar10-cao2018", {})}) for r in spec.rows)
     spec = dataclasses.replace(spec, blocks=(block,), rows=rows, bits=(8,))
-    cells = [Cell("hashgan-cao2018", "digits", 8, 0, SMOKE + extra) for extra in
-             ((), (("beta", "0"),), (("use_gan", "false"),))]
+    monkeypatch.setattr(HashGANCao, "recipes", {"tiny": dict(SMOKE)})
+    cells = [
+        Cell("hashgan-cao2018", "digits", 8, 0, "tiny", extra)
+        for extra in ((), (("beta", "0"),), (("use_gan", "false"),))
+    ]
     records = run_grid(cells, results_dir=results_dir, log=lambda s: None)
-    table = build(spec, results_dir, dict(SMOKE))
-    ours = {label: cells[0] for label, cells in table["rows"] if label.endswith("(ours)")}
-    for label, record in zip(("HashGAN (ours)", "HashGAN-Q (ours)", "HashGAN-G (ours)"), records):
+    table = build(spec, results_dir, "tiny")
+    ours = {r["label"]: r["ours"][0] for r in table["rows"]}
+    for label, record in zip(("HashGAN", "HashGAN-Q", "HashGAN-G"), records):
         assert ours[label][0] == pytest.approx(100 * record["metrics"]["map"]) and ours[label][2] == 1
-    assert ours["HashGAN-B (ours)"] is None and ours["HashGAN, the authors' code (ours)"] is None
-    assert any("iterations=20" in n for n in table["notes"])
-    assert all(c is None for label, cs in build(spec, results_dir)["rows"] if label.endswith("(ours)") for c in cs)
+    assert ours["HashGAN-B"] is None
+    assert any("recipe 'tiny'" in n and "iterations=" in n for n in table["notes"])
+    assert all(c is None for r in build(spec, results_dir)["rows"] for c in r["ours"])  # not the default config
     assert json.dumps(records[1]["config"]["beta"]) == "0.0"
-
-    # A METHOD.key override reaches that method's rows only: the authors' two-stage variant with its own GAN
-    # schedule beside the paper's joint one.
-    [official] = run_grid([Cell("hashgan-cao2018-official", "digits", 8, 0, SMOKE + (("gan_iterations", "5"),))],
-                          results_dir=results_dir, log=lambda s: None)
-    table = build(spec, results_dir, {**dict(SMOKE), "hashgan-cao2018-official.gan_iterations": "5"})
-    ours = {label: cells[0] for label, cells in table["rows"] if label.endswith("(ours)")}
-    assert ours["HashGAN, the authors' code (ours)"][0] == pytest.approx(100 * official["metrics"]["map"])
-    assert ours["HashGAN (ours)"][0] == pytest.approx(100 * records[0]["metrics"]["map"])

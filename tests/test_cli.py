@@ -1,14 +1,15 @@
 """The command line: the main job, and one clear line plus a non-zero exit for every kind of bad input."""
+
 import gzip
 import json
 import shutil
 
 import numpy as np
 import pytest
+from conftest import DATA_ROOT, needs_mnist
 
 from bench.cli import main
 from bench.results import read_records
-from conftest import DATA_ROOT, needs_mnist
 
 
 def run(capsys, *argv):
@@ -18,8 +19,9 @@ def run(capsys, *argv):
 
 
 def test_main_job_prints_a_table_and_stores_one_record_per_run(capsys, results_dir):
-    code, out, err = run(capsys, "run", "--method", "itq", "--dataset", "digits", "--bits", "16", "32", "64",
-                         "--results", results_dir)
+    code, out, err = run(
+        capsys, "run", "--method", "itq", "--dataset", "digits", "--bits", "16", "32", "64", "--results", results_dir
+    )
     assert code == 0
     assert "map@1000" in out and "p@h<=2" in out and "[3/3] itq on digits, 64 bits" in err
     assert len(read_records(results_dir)) == 3
@@ -30,8 +32,19 @@ def test_main_job_prints_a_table_and_stores_one_record_per_run(capsys, results_d
 def test_list_shows_methods_datasets_and_tables(capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0
-    for text in ("itq", "Gong & Lazebnik", "vectors", "none", "mnist-dizaji2018", "69,000", "cifar10-cao2018",
-                 "dizaji2018-table1"):
+    for text in (
+        "itq",
+        "Gong & Lazebnik",
+        "vectors",
+        "none",
+        "mnist-dizaji2018",
+        "69,000",
+        "cifar10-cao2018",
+        "dizaji2018-table1",
+        "dizaji2018-table1-recipes",
+        "dizaji2018-table1-speed",
+        "300-epochs      epochs=300",
+    ):
         assert text in out
 
 
@@ -49,6 +62,9 @@ BAD = [
     (["run", "--method", "pcah", "--bits", "128"], "n_bits <= the input dimension (64)"),
     (["table", "dizaji2018-tabel1"], "did you mean 'dizaji2018-table1'"),
     (["table", "dizaji2018-table1", "--format", "html"], "unknown format 'html'"),
+    (["table", "dizaji2018-table1", "--recipe", "fast"], "unknown recipe for the rows of dizaji2018-table1 'fast'"),
+    (["table"], "bench table needs a table name"),
+    (["run", "--method", "itq", "--recipe", "cpu-reduced"], "unknown recipe of itq 'cpu-reduced' (choices: default)"),
 ]
 
 
@@ -61,8 +77,18 @@ def test_bad_input_is_one_clear_line(capsys, results_dir, argv, message):
 
 
 def test_missing_data_says_what_where_and_how(capsys, tmp_path):
-    code, _, err = run(capsys, "run", "--method", "itq", "--dataset", "mnist-dizaji2018", "--data-root",
-                       tmp_path, "--results", tmp_path / "res")
+    code, _, err = run(
+        capsys,
+        "run",
+        "--method",
+        "itq",
+        "--dataset",
+        "mnist-dizaji2018",
+        "--data-root",
+        tmp_path,
+        "--results",
+        tmp_path / "res",
+    )
     assert code == 2
     assert "MNIST not found under data root" in err and str(tmp_path / "MNIST" / "raw") in err
     assert "--download" in err and "HASHBENCH_DATA" in err
@@ -74,8 +100,18 @@ def test_corrupted_data_fails_its_checksum(capsys, tmp_path):
     shutil.copytree(DATA_ROOT / "MNIST" / "raw", raw)
     with gzip.open(raw / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(b"\x00\x00\x08\x01not mnist")
-    code, _, err = run(capsys, "run", "--method", "itq", "--dataset", "mnist-dizaji2018", "--data-root", tmp_path,
-                       "--results", tmp_path / "res")
+    code, _, err = run(
+        capsys,
+        "run",
+        "--method",
+        "itq",
+        "--dataset",
+        "mnist-dizaji2018",
+        "--data-root",
+        tmp_path,
+        "--results",
+        tmp_path / "res",
+    )
     assert code == 2 and "checksum mismatch" in err and "t10k-labels" in err
 
 
@@ -95,15 +131,39 @@ def test_evaluate_scores_foreign_codes(capsys, tmp_path):
     assert "pr_radius" in json.loads(out)["curves"]
 
 
-@pytest.mark.parametrize("arrays,message", [
-    ({"query_codes": np.ones((2, 8)), "db_codes": np.ones((5, 8)), "query_labels": np.zeros(2)}, "lacks db_labels"),
-    ({"query_codes": np.ones((2, 8)), "db_codes": np.ones((5, 6)), "query_labels": np.zeros(2),
-      "db_labels": np.zeros(5)}, "8 bits but database codes have 6"),
-    ({"query_codes": np.full((2, 8), 3), "db_codes": np.ones((5, 8)), "query_labels": np.zeros(2),
-      "db_labels": np.zeros(5)}, "only -1/+1 or only 0/1"),
-    ({"query_codes": np.ones((2, 8)), "db_codes": np.ones((5, 8)), "query_labels": np.zeros(3),
-      "db_labels": np.zeros(5)}, "query labels must have shape (2,)"),
-])
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        ({"query_codes": np.ones((2, 8)), "db_codes": np.ones((5, 8)), "query_labels": np.zeros(2)}, "lacks db_labels"),
+        (
+            {
+                "query_codes": np.ones((2, 8)),
+                "db_codes": np.ones((5, 6)),
+                "query_labels": np.zeros(2),
+                "db_labels": np.zeros(5),
+            },
+            "8 bits but database codes have 6",
+        ),
+        (
+            {
+                "query_codes": np.full((2, 8), 3),
+                "db_codes": np.ones((5, 8)),
+                "query_labels": np.zeros(2),
+                "db_labels": np.zeros(5),
+            },
+            "only -1/+1 or only 0/1",
+        ),
+        (
+            {
+                "query_codes": np.ones((2, 8)),
+                "db_codes": np.ones((5, 8)),
+                "query_labels": np.zeros(3),
+                "db_labels": np.zeros(5),
+            },
+            "query labels must have shape (2,)",
+        ),
+    ],
+)
 def test_evaluate_rejects_bad_codes_files(capsys, tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -128,33 +188,65 @@ def test_bench_eval_reports_identical_map(capsys):
 
 def test_plots_are_drawn_from_stored_runs_as_png_and_pdf(capsys, tmp_path, results_dir):
     out = tmp_path / "figures"
-    assert main(["plot", "pr", "--dataset", "digits", "--bits", "16", "--results", str(results_dir),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["plot", "pr", "--dataset", "digits", "--bits", "16", "--results", str(results_dir), "--out", str(out)])
+        == 2
+    )
     assert "no stored retrieval runs on 'digits' at the default config" in capsys.readouterr().err
-    main(["run", "--method", "itq", "--method", "lsh", "--dataset", "digits", "--bits", "16", "--results",
-          str(results_dir)])
+    main(
+        [
+            "run",
+            "--method",
+            "itq",
+            "--method",
+            "lsh",
+            "--dataset",
+            "digits",
+            "--bits",
+            "16",
+            "--results",
+            str(results_dir),
+        ]
+    )
     for kind in ("pr", "ph2", "pn"):
-        assert main(["plot", kind, "--dataset", "digits", "--bits", "16", "--results", str(results_dir),
-                     "--out", str(out)]) == 0
+        assert (
+            main(
+                ["plot", kind, "--dataset", "digits", "--bits", "16", "--results", str(results_dir), "--out", str(out)]
+            )
+            == 0
+        )
     assert main(["plot", "tsne", "--method", "itq", "--dataset", "digits", "--bits", "16", "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["ph2-digits.pdf", "ph2-digits.png", "pn-digits.pdf", "pn-digits.png", "pr-digits.pdf",
-                     "pr-digits.png", "tsne-itq-digits-16b.pdf", "tsne-itq-digits-16b.png"]
+    assert names == [
+        "ph2-digits.pdf",
+        "ph2-digits.png",
+        "pn-digits.pdf",
+        "pn-digits.png",
+        "pr-digits.pdf",
+        "pr-digits.png",
+        "tsne-itq-digits-16b.pdf",
+        "tsne-itq-digits-16b.png",
+    ]
     assert all(p.stat().st_size > 1000 for p in out.iterdir())
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["plot", "bars"], "unknown plot 'bars' (choices: pr, ph2, pn, tsne, samples)"),
-    (["plot", "samples", "--method", "itq"],
-     "itq generates no images (choices: hashgan-cao2018, hashgan-cao2018-official, hashgan-dizaji)"),
-    (["plot", "pn", "--dataset", "digits", "--set", "iterations=5", "--results", "/nonexistent"],
-     "no stored retrieval runs on 'digits' with iterations=5"),
-    (["table", "cao2018-table2", "--set", "nosuch=1"], "unknown --set key for the methods of cao2018-table2 'nosuch'"),
-    (["table", "cao2018-table2", "--set", "hashnet.iterations=5"], "unknown method in --set key 'hashnet.iterations'"),
-    (["table", "cao2018-table2", "--set", "hashgan-cao2018.lr_steps=5"],
-     "unknown --set key for hashgan-cao2018 'lr_steps'; did you mean 'lr_step'"),
-    (["plot", "tsne", "--method", "itq", "--method", "lsh"], "needs exactly one --method; got 2"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["plot", "bars"], "unknown plot 'bars' (choices: pr, ph2, pn, tsne, samples)"),
+        (
+            ["plot", "samples", "--method", "itq"],
+            "itq generates no images (choices: hashgan-cao2018, hashgan-cao2018-official, hashgan-dizaji)",
+        ),
+        (
+            ["plot", "pn", "--dataset", "digits", "--recipe", "cpu-reduced", "--results", "/nonexistent"],
+            "no stored retrieval runs on 'digits' at the recipe 'cpu-reduced'",
+        ),
+        (["plot", "pn", "--dataset", "digits", "--set", "iterations=5"], "--set is for tsne and samples"),
+        (["plot", "tsne", "--method", "itq", "--recipe", "fast"], "unknown recipe of itq 'fast'"),
+        (["plot", "tsne", "--method", "itq", "--method", "lsh"], "needs exactly one --method; got 2"),
+    ],
+)
 def test_bad_plot_requests_are_named(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
@@ -162,8 +254,24 @@ def test_bad_plot_requests_are_named(capsys, argv, message):
 
 def test_bench_loader_reports_both_pipelines(capsys):
     """Smoke run of the speed benchmark (the measurement itself is for GPUs: no timing is asserted)."""
-    assert main(["bench-loader", "--dataset", "digits", "--batch-size", "32", "--iterations", "2", "--workers",
-                 "0", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "bench-loader",
+                "--dataset",
+                "digits",
+                "--batch-size",
+                "32",
+                "--iterations",
+                "2",
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["steps_timed"] == 2 and report["device_resident_images_per_s"] > 0
     assert report["dataloader_images_per_s"] > 0 and report["speedup"] > 0
@@ -177,17 +285,60 @@ def test_bench_loader_names_an_unknown_backbone(capsys):
 
 def test_per_class_sample_grid_of_a_pair_conditional_generator(tmp_path):
     out = tmp_path / "figures"
-    assert main(["plot", "samples", "--method", "hashgan-cao2018", "--dataset", "digits", "--bits", "8", "--set",
-                 "iterations=4", "--set", "batch_size=16", "--set", "gan_width=8", "--set", "n_critic=1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "samples",
+                "--method",
+                "hashgan-cao2018",
+                "--dataset",
+                "digits",
+                "--bits",
+                "8",
+                "--set",
+                "iterations=4",
+                "--set",
+                "batch_size=16",
+                "--set",
+                "gan_width=8",
+                "--set",
+                "n_critic=1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "samples-hashgan-cao2018-digits-8b.png").stat().st_size > 1000
 
 
 def test_sample_grid_of_a_generative_method(tmp_path, monkeypatch):
     monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))  # its training checkpoint goes there
     out = tmp_path / "figures"
-    assert main(["plot", "samples", "--method", "hashgan-dizaji", "--dataset", "digits", "--bits", "8", "--set",
-                 "epochs=1", "--set", "batch_size=64", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["samples-hashgan-dizaji-digits-8b.pdf",
-                                                     "samples-hashgan-dizaji-digits-8b.png"]
+    assert (
+        main(
+            [
+                "plot",
+                "samples",
+                "--method",
+                "hashgan-dizaji",
+                "--dataset",
+                "digits",
+                "--bits",
+                "8",
+                "--set",
+                "epochs=1",
+                "--set",
+                "batch_size=64",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "samples-hashgan-dizaji-digits-8b.pdf",
+        "samples-hashgan-dizaji-digits-8b.png",
+    ]
     assert list((tmp_path / "cache" / "checkpoints").glob("hashgan-dizaji_digits_images_8b_s0_*.pt"))

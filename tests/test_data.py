@@ -1,10 +1,12 @@
-"""Protocols: sizes, disjointness, determinism, device residency, loaders and their errors."""
+"""Protocols: sizes, disjointness, determinism, device residency, loaders and their errors. The tests that read
+the real datasets (needs_mnist, needs_cifar10_copy) are marked slow: ``pytest -m slow`` runs them."""
+
 import numpy as np
 import pytest
+from conftest import DATA_ROOT, needs_cifar10_copy, needs_mnist
 
 from bench.data import PROTOCOLS, _images, load_split
 from bench.errors import BenchError
-from conftest import DATA_ROOT, needs_mnist
 
 BY_NAME = {p.name: p for p in PROTOCOLS}
 
@@ -27,8 +29,11 @@ def test_split_uses_the_protocol_seed_only():
     a, b = cao.split_indices(y), cao.split_indices(y)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert len(a["query"]) == 1000 and len(a["train"]) == 5000 and len(a["database"]) == 1000
-    assert not (set(a["query"]) & set(a["train"]) or set(a["query"]) & set(a["database"])
-                or set(a["train"]) & set(a["database"]))
+    assert not (
+        set(a["query"]) & set(a["train"])
+        or set(a["query"]) & set(a["database"])
+        or set(a["train"]) & set(a["database"])
+    )
 
 
 def test_too_small_class_is_an_error():
@@ -62,7 +67,7 @@ def test_missing_usps_and_cifar_say_where_they_looked(tmp_path, monkeypatch):
         BY_NAME["cifar10-cao2018"].loader(tmp_path, False)
 
 
-@pytest.mark.skipif(not (DATA_ROOT / "cifar10" / "unpack.py").exists(), reason="no lossless CIFAR-10 copy")
+@needs_cifar10_copy
 def test_cifar10_is_rebuilt_into_the_cache_never_into_the_data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path))
     before = sorted(p.name for p in (DATA_ROOT / "cifar10").iterdir())

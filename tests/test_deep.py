@@ -1,5 +1,5 @@
 """The shared deep-training pieces (bench.deep, the validation split) and the deep methods' own behaviour."""
-import dataclasses
+
 import math
 
 import pytest
@@ -7,13 +7,20 @@ import torch
 
 from baselines.dh import DH
 from bench.data import PROTOCOLS, load_split
-from bench.deep import (BestOf, Checkpoint, Diverged, bit_entropy, check_finite, epoch_batches, random_affine,
-                        to_float)
-from bench.errors import BenchError
-from bench.method import binarize, make_config
+from bench.deep import (
+    BestOf,
+    Checkpoint,
+    Diverged,
+    LossLog,
+    bit_entropy,
+    check_finite,
+    epoch_batches,
+    random_affine,
+    to_float,
+)
+from bench.method import FitContext, make_config, seeded
 from bench.metrics import evaluate
-from bench.runner import Cell, run_cell
-from plugins.hashgan_dizaji2018 import HashGANDizaji, data_dependent_init, weights_at
+from bench.registry import get_registry
 
 DIGITS = next(p for p in PROTOCOLS if p.name == "digits")
 
@@ -54,6 +61,28 @@ def test_check_finite_names_the_bad_loss():
         check_finite("m", 7, a=torch.tensor(1.0), b=torch.tensor(float("nan")))
 
 
+def test_loss_log_averages_each_term_since_the_last_entry_and_stops_on_a_non_finite_one():
+    log = LossLog("m")
+    for v in (1.0, 2.0, 6.0):
+        log.add(loss=torch.tensor(v), extra=2 * v)
+    assert log.close(3, iteration=3) == {"iteration": 3, "loss": 3.0, "extra": 6.0}
+    log.add(loss=torch.tensor(10.0))
+    assert log.close(4, iteration=4)["loss"] == 10.0  # the earlier steps are not in it
+    assert [e["iteration"] for e in log.entries] == [3, 4]
+    log.add(loss=torch.tensor(1.0), bad=torch.tensor(float("inf")))
+    with pytest.raises(Diverged, match="m diverged at step 5.*'bad'"):
+        log.close(5, iteration=5)
+
+
+def test_cpu_reduced_recipes_name_real_fields_and_shorten_the_schedule():
+    registry = get_registry()
+    for name in ("hashnet", "dhn", "dnnh", "cnnh", "deepbit", "uth"):
+        cls = registry.method(name)
+        reduced, default = make_config(cls, cls.recipes["cpu-reduced"]), cls.Config()
+        counts = [k for k in cls.recipes["cpu-reduced"] if k.endswith("iterations")]
+        assert counts and all(getattr(reduced, k) < getattr(default, k) for k in counts), name
+
+
 def test_bit_entropy():
     assert float(bit_entropy(torch.tensor(0.5))) == pytest.approx(math.log(2))
     assert float(bit_entropy(torch.tensor(0.0))) < 1e-5 and float(bit_entropy(torch.tensor(1.0))) < 1e-5
@@ -90,254 +119,43 @@ def test_validation_is_carved_from_the_training_set(images):
     assert images.validation(max_database=100).x_database.shape[0] == 100
 
 
-# ------------------------------------------------------------------------------------------------ HashGAN (Dizaji)
-
-def smoke(n_bits=16, **overrides):
-    return HashGANDizaji(n_bits, make_config(HashGANDizaji, {**HashGANDizaji.smoke, **overrides}), seed=0)
-
-
-def test_hashgan_hashing_terms_have_the_intended_signs_and_shapes(images):
-    m = smoke(8, epochs=1).fit(images.x_train[:64])
-    with torch.no_grad():
-        torch.nn.init.orthogonal_(m.heads_.hash.weight)  # rows orthonormal: W W^T = I (K x K)
-        half = torch.full((4, 8), 0.5)
-        sure = torch.tensor([[1.0, 0.0] * 4, [0.0, 1.0] * 4] * 2)
-        _, t_half = m._hashing_loss(half, half)
-        _, t_sure = m._hashing_loss(sure, sure)
-    assert float(t_half["independent"]) < 1e-8  # the K x K form can reach zero (the port's d x d form cannot)
-    assert float(t_sure["entropy"]) < float(t_half["entropy"])  # minimising +H makes bits confident
-    assert float(t_half["uniform"]) == pytest.approx(-8 * math.log(2), abs=1e-5)  # balanced bits: lowest value
-    assert float(t_sure["consistent"]) == 0.0
-
-
-def test_hashgan_records_its_selection_and_resumes_from_a_checkpoint(images, tmp_path):
-    val = images.validation()
-    x = images.x_train[:256]
-    ck = tmp_path / "ck.pt"
-    first = smoke(epochs=2)
-    first.checkpoint_path = ck
-    first.fit(x, validation=val)
-    resumed = smoke(epochs=3)
-    resumed.checkpoint_path = ck
-    resumed.fit(x, validation=val)
-    log = resumed.training_["log"]
-    assert [e["epoch"] for e in log] == [1, 2, 3] and log[:2] == first.training_["log"]
-    assert (first.training_["resumed_from_epoch"], resumed.training_["resumed_from_epoch"]) == (0, 2)
-    assert resumed.training_["kept_epoch"] == max(log, key=lambda e: e["validation_map"])["epoch"]
-    assert "validation split" in resumed.training_["selection"]
-
-
-def test_hashgan_divergence_fails_the_run_and_stores_nothing(results_dir):
-    cell = Cell("hashgan-dizaji", "digits", 8, 0, (("epochs", 1), ("lr", 1e30), ("w_independent", 1e30)))
-    with pytest.raises(Diverged):
-        run_cell(cell, results_dir=results_dir)
-    assert not list(results_dir.glob("runs/*.json"))
-
-
-def test_hashgan_run_record_says_which_epoch_was_kept(results_dir):
-    record, _ = run_cell(Cell("hashgan-dizaji", "digits", 8, 0, (("epochs", 2), ("batch_size", 64))),
-                         results_dir=results_dir)
-    assert record["training"]["kept_epoch"] in (1, 2) and len(record["training"]["log"]) == 2
-    assert record["config_is_default"] is False
-
-
-def test_hashgan_no_gan_ablation_and_options_run(images):
-    x = images.x_train[:128]
-    for over in ({"use_gan": False}, {"arch": "dcgan"}, {"collab": "triplet", "generator_loss": "minimax"},
-                 {"perturbation": "vat"}):
-        codes = smoke(8, epochs=1, **over).fit(x).encode(images.x_query)
-        assert codes.shape == (images.x_query.shape[0], 8)
-
-
-def test_hashgan_virtual_adversarial_copy_has_size_eps_and_moves_codes_more_than_a_random_step(images):
-    m = smoke(8, epochs=1, perturbation="vat", vat_eps=1.0).fit(images.x_train[:64])
-    real = m._images(images.x_train[:64])
-    adversarial = m._virtual_adversarial(real, torch.Generator().manual_seed(1))
-    assert m.heads_.training  # the probe switched the noise layers off and back on
-    steps = (adversarial - real).flatten(1).norm(dim=1)
-    assert torch.allclose(steps, torch.ones_like(steps), atol=1e-4)
-    random = torch.randn(real.shape, generator=torch.Generator().manual_seed(2))
-    random = real + random / random.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    m.heads_.eval()
-    with torch.no_grad():
-        t = torch.sigmoid(m.heads_(real)[2])
-        moved = [float(((torch.sigmoid(m.heads_(v)[2]) - t) ** 2).sum()) for v in (adversarial, random)]
-    assert moved[0] > 3 * moved[1]
-
-
-def test_hashgan_weight_average_encodes_and_resumes_exactly(images, tmp_path):
-    x = images.x_train[:128]
-    # a constant collaborative weight: a decay's schedule follows the epoch count, which the resumed run changes
-    straight = smoke(8, epochs=3, average_decay=0.9, collab_decay_start=1.0).fit(x)
-    trained, averaged = straight.heads_.hash.weight, straight.average_.module.hash.weight
-    assert not torch.allclose(trained, averaged)  # the average lags the trained weights
-    heads = straight.average_.module.eval()
-    with torch.no_grad():
-        t = torch.sigmoid(heads(straight._images(images.x_query))[2])
-    assert torch.equal(straight.encode(images.x_query), binarize(t, 0.5))  # the codes come from the average
-    ck = tmp_path / "ck.pt"
-    for epochs in (2, 3):  # interrupted after 2 epochs, resumed to 3: the same average as without a break
-        resumed = smoke(8, epochs=epochs, average_decay=0.9, collab_decay_start=1.0)
-        resumed.checkpoint_path = ck
-        resumed.fit(x)
-    assert torch.equal(resumed.average_.module.hash.weight, averaged)
-    assert smoke(8, epochs=1).fit(x[:64]).average_ is None  # off by default
-    with pytest.raises(BenchError, match=r"average_decay=1.5 must be in \[0, 1\)"):
-        smoke(8, epochs=1, average_decay=1.5).fit(x[:64])
-
-
-def test_data_dependent_init_standardises_every_weight_normed_layer_from_the_input_up():
-    torch.manual_seed(0)
-    wn = torch.nn.utils.parametrizations.weight_norm
-    for net, batch in ((torch.nn.Sequential(wn(torch.nn.Linear(20, 30)), torch.nn.ReLU(), wn(torch.nn.Linear(30, 7))),
-                        3 + 5 * torch.randn(200, 20)),
-                       (torch.nn.Sequential(wn(torch.nn.Conv2d(3, 6, 3)), torch.nn.LeakyReLU(0.2),
-                                            wn(torch.nn.Conv2d(6, 4, 3, stride=2))), torch.rand(50, 3, 9, 9))):
-        data_dependent_init(net, batch, scale=0.5)
-        outputs, x = [], batch
-        for layer in net:  # the pre-activations of the initialised net, recomputed without hooks
-            x = layer(x)
-            if hasattr(layer, "parametrizations"):
-                outputs.append(x)
-        assert len(outputs) == 2
-        for out in outputs:
-            dims = [0] + list(range(2, out.dim()))
-            assert torch.allclose(out.mean(dims), torch.zeros(out.shape[1]), atol=1e-4)
-            assert torch.allclose(out.std(dims), torch.full((out.shape[1],), 0.5), atol=1e-4)
-        assert not any(m._forward_hooks for m in net)  # the hooks are gone after the pass
-
-
-def test_hashgan_data_init_changes_the_starting_trunk_and_trains(images):
-    x = images.x_train[:64]
-    for data_init in (False, True):  # lr 0: the kept (first) epoch's trunk is the initial one
-        first = smoke(8, epochs=1, lr=0.0, data_init=data_init).fit(x).heads_.trunk[2].parametrizations.weight
-        norms = first.original1.norm(dim=1, keepdim=True)  # torch's weight norm starts with g = ||v||
-        assert torch.allclose(first.original0, norms) != data_init
-    codes = smoke(8, epochs=1, data_init=True, lr=3e-3).fit(x).encode(images.x_query)
-    assert codes.shape == (len(images.x_query), 8)
-
-
-def test_hashgan_lr_decay_falls_linearly_and_resumes_on_the_same_rates(images, tmp_path):
-    x = images.x_train[:64]
-    constant = smoke(8, epochs=3, lr=0.01).fit(x)
-    assert [e["lr"] for e in constant.training_["log"]] == [0.01, 0.01, 0.01]  # the default: no decay
-    straight = smoke(8, epochs=4, lr=0.01, lr_decay_start=0.5, collab_decay_start=1.0).fit(x)
-    assert [e["lr"] for e in straight.training_["log"]] == pytest.approx([0.01, 0.01, 0.01, 0.005])
-    ck = tmp_path / "ck.pt"
-    for epochs in (2, 4):  # a run stopped after 2 epochs and resumed: the same rates, the same weights
-        resumed = smoke(8, epochs=epochs, lr=0.01, lr_decay_start=0.5, collab_decay_start=1.0)
-        resumed.checkpoint_path = ck
-        resumed.fit(x)
-    assert [e["lr"] for e in resumed.training_["log"]] == pytest.approx([0.01, 0.01, 0.01, 0.005])
-    assert torch.equal(resumed.heads_.hash.weight, straight.heads_.hash.weight)
-    for bad in (0.0, 1.5):
-        with pytest.raises(BenchError, match=rf"lr_decay_start={bad} must be in \(0, 1\]"):
-            smoke(8, epochs=1, lr_decay_start=bad).fit(x)
-
-
-def test_hashgan_warmup_trains_the_gan_alone_then_selects_among_hashing_epochs(images):
-    val = images.validation()
-    m = smoke(8, epochs=3, hash_warmup_epochs=2).fit(images.x_train[:128], validation=val)
-    log = m.training_["log"]
-    assert [set(e) - {"epoch", "lr"} for e in log[:2]] == [{"adversarial", "generator"}] * 2  # no hashing terms
-    assert {"entropy", "uniform", "consistent", "independent", "collaborative"} <= set(log[2])
-    assert [("validation_map" in e) for e in log] == [False, False, True] and m.training_["kept_epoch"] == 3
-    assert "after 2 adversarial-only epoch(s)" in m.training_["selection"]
-    for over in ({"epochs": 2, "hash_warmup_epochs": 2}, {"epochs": 3, "hash_warmup_epochs": 1, "use_gan": False}):
-        with pytest.raises(BenchError, match=r"hash_warmup_epochs=\d needs use_gan=true and must be below epochs"):
-            smoke(8, **over)
-
-
-def test_hashgan_collaborative_term_can_leave_the_encoder_alone(images):
-    x = images.x_train[:128]
-
-    def outputs(**over):  # E's t: a tiny run's codes can agree where its outputs do not
-        return smoke(8, epochs=2, **over).fit(x)._t(images.x_query)
-    no_term = outputs(w_collaborative=0.0)
-    assert torch.equal(outputs(collab_trains_encoder=False, collab_trains_generator=False), no_term)
-    assert not torch.equal(outputs(collab_trains_encoder=False), no_term)  # G still learns from it, D/E from G
-    assert not torch.equal(outputs(), no_term)
-
-
-def test_hashgan_collaborative_weight_decays_like_the_rate(images):
-    x = images.x_train[:64]
-    constant = smoke(8, epochs=4, w_collaborative=0.3, collab_decay_start=1.0).fit(x)
-    assert all("w_collaborative" not in e for e in constant.training_["log"])  # no decay: not logged
-    decayed = smoke(8, epochs=4, w_collaborative=0.3, collab_decay_start=0.5).fit(x)
-    assert [e["w_collaborative"] for e in decayed.training_["log"]] == pytest.approx([0.3, 0.3, 0.3, 0.15])
-    assert not torch.equal(decayed._t(images.x_query), constant._t(images.x_query))
-    for bad in (0.0, 1.5):
-        with pytest.raises(BenchError, match=rf"collab_decay_start={bad} must be in \(0, 1\]"):
-            smoke(8, epochs=1, collab_decay_start=bad)
-
-
-def test_hashgan_weights_shrink_for_codes_longer_than_weights_for_bits(images):
-    given = {"w_entropy": 0.1, "w_uniform": 1.0, "w_consistent": 1.0, "w_independent": 100.0, "w_collaborative": 1.0}
-    assert weights_at({**given, "weights_for_bits": 32}, 32) == given
-    halved = {"w_entropy": 0.05, "w_uniform": 0.5, "w_consistent": 0.5, "w_independent": 25.0, "w_collaborative": 0.5}
-    assert weights_at({**given, "weights_for_bits": 32}, 64) == halved  # the K x K term: squared
-    assert weights_at({**given, "weights_for_bits": 0}, 64) == given  # 0: as given at every length
-    # runs compare as they train: the default at 64 bits and the halved weights given by hand are the same run
-    default = dataclasses.asdict(HashGANDizaji.Config())
-    by_hand = {**default, **halved, "weights_for_bits": 0}
-    assert HashGANDizaji.effective_config(default, 64) == HashGANDizaji.effective_config(by_hand, 64)
-    assert HashGANDizaji.effective_config(default, 16) != HashGANDizaji.effective_config(by_hand, 16)
-    # and training uses them: 16-bit codes with weights held for 8 bits log half the collaborative weight
-    m = smoke(16, epochs=2, weights_for_bits=8, collab_decay_start=0.5).fit(images.x_train[:64])
-    assert [e["w_collaborative"] for e in m.training_["log"]] == pytest.approx([0.5, 0.5])
-
-
-def test_hashgan_runs_recorded_before_the_recipe_fields_keep_their_config(results_dir):
-    """Records made before data_init, collab_decay_start and weights_for_bits existed are read with what those
-    runs did, not as runs of today's default."""
-    from bench.results import config_overrides
-    record, _ = run_cell(Cell("hashgan-dizaji", "digits", 8, 0, (("epochs", 1), ("batch_size", 64))),
-                         results_dir=results_dir)
-    new_fields = ("data_init", "collab_decay_start", "weights_for_bits")
-    older = dict(record, config={k: v for k, v in record["config"].items() if k not in new_fields})
-    old_recipe = {"batch_size": 64, "epochs": 1, "data_init": False, "collab_decay_start": 1.0}
-    assert config_overrides(older) == old_recipe  # at 8 bits the weights were not scaled then or now
-    at_64 = {**old_recipe, "w_entropy": 0.1, "w_uniform": 1.0, "w_consistent": 1.0, "w_independent": 100.0,
-             "w_collaborative": 1.0}  # at 64 bits today's default halves them: these runs did not
-    assert config_overrides(dict(older, n_bits=64)) == at_64
-    assert config_overrides(record) == {"batch_size": 64, "epochs": 1}
-
-
-def test_hashgan_uses_improved_gans_conv_nets_on_colour_images():
-    """The CIFAR-10 architecture (the default arch on colour images): conv D/E trunk, deconv G, 32 x 32."""
-    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    m = smoke(8, epochs=1, batch_size=8).fit(x)
-    assert [c.out_channels for c in m.heads_.trunk.modules() if isinstance(c, torch.nn.Conv2d)][:2] == [96, 96]
-    assert m.encode(x).shape == (8, 8) and m.sample(2).shape == (2, 3, 32, 32)
-
-
-def test_hashgan_samples_are_images_in_the_tanh_range(images):
-    m = smoke(8, epochs=1).fit(images.x_train[:64])
-    s = m.sample(5)
-    assert s.shape == (5, 1, 8, 8) and s.abs().max() <= 1
-
-
 # ------------------------------------------------------------------------------------------------------------- DH
+
 
 def test_dh_regression_value_on_digits():
     """Pinned from a checked run; without validation data DH uses its first lambda1 candidate, the paper's 100."""
     split = load_split(DIGITS, "pixels", "cpu")
-    m = DH(16, seed=0).fit(split.x_train)
+    with seeded(0):
+        m = DH(16, seed=0).fit(split.x_train)
     score = evaluate(m.encode(split.x_query), m.encode(split.x_database), split.y_query, split.y_database)["map"]
     assert score == pytest.approx(0.3567, abs=0.02)
+    assert [e["epoch"] for e in m.training_["log"]] == list(range(1, 11))
+    assert "no validation" in m.training_["selection"]
 
 
 def test_dh_keeps_the_lambda1_with_the_best_validation_map():
     split = load_split(DIGITS, "pixels", "cpu")
     m = DH(16, make_config(DH, {"epochs": 5, "lambda_variance": "100,10"}), seed=0)
-    m.fit(split.x_train, validation=split.validation())
+    with seeded(0):
+        m.fit(split.x_train, context=FitContext(validation=split.validation()))
     scores = {float(k): v for k, v in m.training_["validation_map"].items()}
     assert set(scores) == {100.0, 10.0} and m.training_["lambda_variance_kept"] == max(scores, key=scores.get)
     assert split.validation().score(m.encode) == pytest.approx(max(scores.values()), abs=1e-4)  # the kept net
+    assert [e["lambda_variance"] for e in m.training_["log"]] == [100.0] * 5 + [10.0] * 5
+
+
+def test_dh_fits_every_lambda1_candidate_from_the_same_initial_weights():
+    split = load_split(DIGITS, "pixels", "cpu")
+    m = DH(16, make_config(DH, {"epochs": 2, "lambda_variance": "30,30"}), seed=0)
+    with seeded(0):
+        m.fit(split.x_train, context=FitContext(validation=split.validation()))
+    first, second = m.training_["log"][:2], m.training_["log"][2:]
+    assert first == second
 
 
 def test_dh_independence_term_reaches_zero_for_wide_and_narrow_layers():
     from bench.deep import gram_deviation
+
     narrow, wide = torch.empty(4, 10), torch.empty(10, 4)
     torch.nn.init.orthogonal_(narrow)
     torch.nn.init.orthogonal_(wide)

@@ -1,4 +1,5 @@
 """Config overrides (--set): parsed by each field's declared type, errors named."""
+
 import dataclasses
 from typing import Literal
 
@@ -21,7 +22,7 @@ class Knobs(Method):
         arch: Literal["improved_gan", "dcgan"] = "improved_gan"
         widths: tuple[int, ...] = (60, 30)
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=None):
         return self
 
     def encode(self, x):
@@ -34,15 +35,18 @@ def test_strings_are_parsed_by_field_type():
     assert make_config(Knobs, {"lr": 1}).lr == 1.0 and make_config(Knobs, {}) == Knobs.Config()
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"steps": "3.5"}, "steps=3.5: expected int"),
-    ({"lr": "fast"}, "lr=fast: expected float"),
-    ({"tanh": "maybe"}, "expected a boolean"),
-    ({"arch": "dcgn"}, "unknown value for arch 'dcgn'; did you mean 'dcgan'"),
-    ({"widths": "8,x"}, "widths=x: expected int"),
-    ({"step": "3"}, "unknown --set key for knobs 'step'; did you mean 'steps'"),
-    ({"steps": 2.5}, "steps=2.5 has type float, expected int"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"steps": "3.5"}, "steps=3.5: expected int"),
+        ({"lr": "fast"}, "lr=fast: expected float"),
+        ({"tanh": "maybe"}, "expected a boolean"),
+        ({"arch": "dcgn"}, "unknown value for arch 'dcgn'; did you mean 'dcgan'"),
+        ({"widths": "8,x"}, "widths=x: expected int"),
+        ({"step": "3"}, "unknown --set key for knobs 'step'; did you mean 'steps'"),
+        ({"steps": 2.5}, "steps=2.5 has type float, expected int"),
+    ],
+)
 def test_bad_overrides_are_named(overrides, message):
     with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
         make_config(Knobs, overrides)

@@ -1,7 +1,9 @@
 """The evaluator against slow, obvious definitions (bench.reference), plus properties."""
+
 import numpy as np
 import pytest
 import torch
+from conftest import needs_cuda, random_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,7 +11,6 @@ from bench import _kernels
 from bench.errors import BenchError
 from bench.metrics import _scan_torch, evaluate, spherical_buckets
 from bench.reference import brute_force_tie_ap, reference_evaluate, reference_pr_radius
-from conftest import needs_cuda, random_case
 
 CASES = [(bits, multi, patterns) for bits in (8, 16, 32, 64) for multi in (False, True) for patterns in (2, 6)]
 
@@ -45,13 +46,18 @@ def test_torch_scan_equals_cpu_kernel_and_chunking_changes_nothing():
     rng = np.random.default_rng(3)
     q, d, ql, dl = random_case(rng, 37, 500, 32, multi_label=True)
     ref = evaluate(q, d, ql, dl, topk=(10, 100))
-    args = [torch.as_tensor(a) for a in (q, d)] + [torch.as_tensor(ql, dtype=torch.float32),
-                                                   torch.as_tensor(dl, dtype=torch.float32)]
-    hist_k, ap_k, pn_k = (torch.as_tensor(a) for a in _kernels.scan(
-        args[0].to(torch.int8), args[1].to(torch.int8), *args[2:], [500, 10, 100], [100, 200]))
+    args = [torch.as_tensor(a) for a in (q, d)] + [
+        torch.as_tensor(ql, dtype=torch.float32),
+        torch.as_tensor(dl, dtype=torch.float32),
+    ]
+    hist_k, ap_k, pn_k = (
+        torch.as_tensor(a)
+        for a in _kernels.scan(args[0].to(torch.int8), args[1].to(torch.int8), *args[2:], [500, 10, 100], [100, 200])
+    )
     for chunk in (1, 5, 37, 1000):
-        hist, ap, pn = _scan_torch(args[0].to(torch.int8), args[1].to(torch.int8), *args[2:], [500, 10, 100],
-                                   [100, 200], chunk)
+        hist, ap, pn = _scan_torch(
+            args[0].to(torch.int8), args[1].to(torch.int8), *args[2:], [500, 10, 100], [100, 200], chunk
+        )
         assert torch.equal(hist, hist_k) and torch.equal(pn, pn_k)
         assert torch.allclose(ap, ap_k, atol=1e-12)
     assert ref["map"] == pytest.approx(float(ap_k[:, 0].mean()), abs=1e-12)
@@ -98,10 +104,12 @@ def test_zero_relevant_queries_count_as_zero():
     assert r["p@h<=2"] == pytest.approx(0.5)  # query 2 has an empty ball: 0
 
 
-code_arrays = st.integers(1, 5).flatmap(lambda n_bits: st.tuples(
-    st.lists(st.lists(st.sampled_from([-1, 1]), min_size=n_bits, max_size=n_bits), min_size=1, max_size=6),
-    st.lists(st.lists(st.sampled_from([-1, 1]), min_size=n_bits, max_size=n_bits), min_size=2, max_size=40),
-))
+code_arrays = st.integers(1, 5).flatmap(
+    lambda n_bits: st.tuples(
+        st.lists(st.lists(st.sampled_from([-1, 1]), min_size=n_bits, max_size=n_bits), min_size=1, max_size=6),
+        st.lists(st.lists(st.sampled_from([-1, 1]), min_size=n_bits, max_size=n_bits), min_size=2, max_size=40),
+    )
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -122,14 +130,17 @@ def test_tie_aware_is_invariant_to_database_order_and_bounded(arrays, rnd):
     assert a["map"] == pytest.approx(ref["map"], abs=1e-12)
 
 
-@pytest.mark.parametrize("args,message", [
-    (([[1, 0, 2]], [[1, 1, 1]], [0], [0]), "found values 0, 1, 2"),
-    (([[1, 1]], [[1, 1, 1]], [0], [0]), "bits"),
-    (([[1, 1, 1]], [[1, 1, 1]], [0, 1], [0]), "query labels"),
-    (([1, 1, 1], [[1, 1, 1]], [0], [0]), "2-D"),
-    (([[1.0, float("nan"), 1.0]], [[1, 1, 1]], [0], [0]), "NaN"),
-    (([[1, 1, 1]], [[1, 1, 1]], [[1, 0]], [0]), "differ in kind"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (([[1, 0, 2]], [[1, 1, 1]], [0], [0]), "found values 0, 1, 2"),
+        (([[1, 1]], [[1, 1, 1]], [0], [0]), "bits"),
+        (([[1, 1, 1]], [[1, 1, 1]], [0, 1], [0]), "query labels"),
+        (([1, 1, 1], [[1, 1, 1]], [0], [0]), "2-D"),
+        (([[1.0, float("nan"), 1.0]], [[1, 1, 1]], [0], [0]), "NaN"),
+        (([[1, 1, 1]], [[1, 1, 1]], [[1, 0]], [0]), "differ in kind"),
+    ],
+)
 def test_bad_inputs_are_named(args, message):
     with pytest.raises(BenchError, match=message):
         evaluate(*args)
@@ -146,8 +157,9 @@ def test_spherical_distance_matches_reference(n_bits, multi_label):
     assert ours["curves"]["p@n"]["precision"] == pytest.approx([ref["p@50"]], abs=1e-12)
     assert "p@h<=2" not in ours and "pr_radius" not in ours["curves"]
     args = [torch.as_tensor(a) for a in (q, d, ql, dl)]
-    hist, ap, _ = _scan_torch(args[0].to(torch.int8), args[1].to(torch.int8), args[2], args[3], [250, 10], [50], 7,
-                              spherical_buckets(n_bits))
+    hist, ap, _ = _scan_torch(
+        args[0].to(torch.int8), args[1].to(torch.int8), args[2], args[3], [250, 10], [50], 7, spherical_buckets(n_bits)
+    )
     assert float(ap[:, 0].mean()) == pytest.approx(ours["map"], abs=1e-12)
 
 
@@ -157,7 +169,8 @@ def test_spherical_tie_aware_matches_enumeration():
     ours = evaluate(q, d, ql, dl, distance="spherical")
     expected, best, worst = brute_force_tie_ap(q, d, ql, dl, distance="spherical")
     assert (ours["map_tie_aware"], ours["map_tie_best"], ours["map_tie_worst"]) == pytest.approx(
-        (expected, best, worst), abs=1e-12)
+        (expected, best, worst), abs=1e-12
+    )
 
 
 def test_unknown_distance_is_named():

@@ -1,4 +1,5 @@
 """Running, storing and loading: records, skipping, atomicity, concurrency, and what a bad run leaves behind."""
+
 import dataclasses
 import json
 import os
@@ -10,12 +11,33 @@ import torch
 
 from bench import Method, binarize
 from bench.errors import BenchError
+from bench.recipes import config_hash
 from bench.registry import get_registry
-from bench.results import SCHEMA_VERSION, load_results, read_records, write_record
+from bench.results import SCHEMA_VERSION, identity_of, load_results, read_records, run_id, write_record
 from bench.runner import Cell, run_cell, run_grid
 
-KEYS = {"schema_version", "run_id", "method", "config", "config_is_default", "protocol", "input", "n_bits", "seed",
-        "metrics", "semantics", "timings", "environment", "curves", "counts", "sizes", "created"}
+KEYS = {
+    "schema_version",
+    "run_id",
+    "method",
+    "config",
+    "config_hash",
+    "evaluation",
+    "recipe",
+    "overrides",
+    "protocol",
+    "input",
+    "n_bits",
+    "seed",
+    "metrics",
+    "semantics",
+    "timings",
+    "environment",
+    "curves",
+    "counts",
+    "sizes",
+    "created",
+}
 
 
 def test_record_holds_everything_and_loads_into_one_frame(results_dir):
@@ -23,7 +45,9 @@ def test_record_holds_everything_and_loads_into_one_frame(results_dir):
     stored = read_records(results_dir)
     assert len(stored) == 2 and KEYS <= set(stored[0])
     r = stored[0]
-    assert r["schema_version"] == SCHEMA_VERSION and r["config"] == {"n_iter": 50} and r["config_is_default"]
+    assert r["schema_version"] == SCHEMA_VERSION and r["config"] == {"n_iter": 50}
+    assert r["config_hash"] == config_hash(r["config"]) and r["run_id"] == run_id(identity_of(r))
+    assert r["evaluation"] == {"topk": [1000], "tie_policy": "index"}
     assert r["semantics"]["tie_policy"] == "index" and "AP 0" in r["semantics"]["zero_relevant"]
     assert set(r["timings"]) == {"fit_s", "encode_s", "evaluate_s"}
     assert {"torch", "numpy"} <= set(r["environment"]["packages"]) and r["environment"]["device"] == "cpu"
@@ -34,6 +58,60 @@ def test_record_holds_everything_and_loads_into_one_frame(results_dir):
     assert {"map", "map@1000", "map_tie_aware", "p@h<=2"} <= set(frame["metric"])
     maps = frame[frame.metric == "map"].set_index("n_bits")["value"]
     assert [maps[x["n_bits"]] for x in records] == pytest.approx([x["metrics"]["map"] for x in records])
+
+
+def test_a_recipe_and_the_same_fields_by_set_are_one_run(results_dir, monkeypatch):
+    """A run is what it ran: asked for by a recipe or by --set, the same config is the same cell."""
+    from baselines.itq import ITQ
+
+    monkeypatch.setattr(ITQ, "recipes", {"ten": {"n_iter": 10}})
+    by_recipe, ran = run_cell(Cell("itq", "digits", 8, 0, recipe="ten"), results_dir=results_dir)
+    by_set, ran_again = run_cell(Cell("itq", "digits", 8, 0, overrides=(("n_iter", "10"),)), results_dir=results_dir)
+    assert ran and not ran_again and by_set["run_id"] == by_recipe["run_id"] and by_recipe["recipe"] == "ten"
+    with pytest.raises(BenchError, match="recipe of itq.*'eleven'.*default, ten"):
+        run_cell(Cell("itq", "digits", 8, 0, recipe="eleven"), results_dir=results_dir)
+
+
+def _as_v1(record: dict, config: dict) -> dict:
+    """A record as schema 1 stored it: the config as the method had it then, no hash, no evaluation field."""
+    old = {k: v for k, v in record.items() if k not in ("config_hash", "evaluation", "recipe", "overrides")}
+    return old | {"schema_version": 1, "config": config, "config_is_default": True, "run_id": "v1"}
+
+
+def test_migration_completes_resolves_and_renames_schema_1_records(results_dir, capsys):
+    from bench.cli import main
+    from bench.results import record_path
+
+    [itq] = run_grid([Cell("itq", "digits", 8, 0)], results_dir=results_dir, log=lambda s: None)
+    runs = results_dir / "runs"
+    (runs / "itq_v1.json").write_text(json.dumps(_as_v1(itq, itq["config"])))
+    default = json.loads(json.dumps(dataclasses.asdict(get_registry().method("hashgan-dizaji").Config())))
+    # a 64-bit run made before data_init, collab_decay_start and weights_for_bits existed ...
+    before_fields = {
+        k: v for k, v in default.items() if k not in ("data_init", "collab_decay_start", "weights_for_bits")
+    }
+    gan = dict(itq, method="hashgan-dizaji", n_bits=64, input="images")
+    (runs / "gan_a.json").write_text(json.dumps(_as_v1(gan, before_fields)))
+    # ... and one of today's default, whose weights scale with the code length
+    (runs / "gan_b.json").write_text(json.dumps(_as_v1(dict(gan, created="2099-01-01T00:00:00+0000"), default)))
+    with pytest.warns(UserWarning, match="gan_a.json has schema version 1"):
+        in_memory = {r["created"]: r for r in read_records(results_dir) if r["method"] == "hashgan-dizaji"}
+    assert main(["migrate", "--results", str(results_dir)]) == 0 and "3 record(s)" in capsys.readouterr().out
+    assert main(["migrate", "--results", str(results_dir)]) == 0 and "0 record(s)" in capsys.readouterr().out
+    stored = read_records(results_dir)  # no warning now: every file is schema 2
+    assert len(stored) == 4 and {r["schema_version"] for r in stored} == {SCHEMA_VERSION}
+    # the schema-1 copy of the itq run is the same cell: the same run id, its file kept beside the other's
+    assert [r["run_id"] for r in stored if r["method"] == "itq"] == [itq["run_id"]] * 2
+    assert len(list(runs.glob(f"itq_*{itq['run_id']}*.json"))) == 2
+    assert {record_path(results_dir, r).name for r in stored if r["method"] != "itq"} <= {
+        p.name for p in runs.iterdir()
+    }
+    old, new = sorted((r for r in stored if r["method"] == "hashgan-dizaji"), key=lambda r: r["created"])
+    assert old["config"]["data_init"] is False and old["config"]["collab_decay_start"] == 1.0
+    assert old["config"]["w_entropy"] == default["w_entropy"] and old["config"]["weights_for_bits"] == 0
+    assert new["config"]["w_entropy"] == pytest.approx(default["w_entropy"] / 2)  # resolved at 64 bits
+    assert new["config"]["weights_for_bits"] == 0 and new["config"]["data_init"] is True
+    assert in_memory[new["created"]]["config"] == new["config"]
 
 
 def test_stored_cells_are_skipped_unless_forced(results_dir):
@@ -47,7 +125,7 @@ def test_stored_cells_are_skipped_unless_forced(results_dir):
 
 def test_a_resumed_fit_keeps_its_partial_time_apart_from_full_fits(results_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))  # the training checkpoint goes there
-    cell = Cell("hashgan-dizaji", "digits", 8, 0, (("epochs", 1), ("batch_size", 64)))
+    cell = Cell("hashgan-dizaji", "digits", 8, 0, overrides=(("epochs", 1), ("batch_size", 64)))
     fresh, _ = run_cell(cell, results_dir=results_dir)
     resumed, _ = run_cell(cell, results_dir=results_dir, force=True)  # resumes at the checkpoint's last epoch
     assert fresh["training"]["resumed_from_epoch"] == 0 and "fit_s" in fresh["timings"]
@@ -69,10 +147,28 @@ def test_a_killed_write_leaves_no_partial_record(results_dir, monkeypatch):
 
 
 def test_two_processes_on_one_results_folder_lose_nothing(results_dir):
-    args = [sys.executable, "-m", "bench.cli", "run", "--dataset", "digits", "--bits", "8", "16", "24",
-            "--results", str(results_dir)]
-    procs = [subprocess.Popen(args + ["--method", "lsh", "--method", "pcah", "--seeds", *seeds],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for seeds in (["0", "1"], ["1", "2"])]
+    args = [
+        sys.executable,
+        "-m",
+        "bench.cli",
+        "run",
+        "--dataset",
+        "digits",
+        "--bits",
+        "8",
+        "16",
+        "24",
+        "--results",
+        str(results_dir),
+    ]
+    procs = [
+        subprocess.Popen(
+            args + ["--method", "lsh", "--method", "pcah", "--seeds", *seeds],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for seeds in (["0", "1"], ["1", "2"])
+    ]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     records = read_records(results_dir)
@@ -92,7 +188,7 @@ class Diverges(Method):
     class Config:
         pass
 
-    def fit(self, x, y=None):
+    def fit(self, x, y=None, context=None):
         self.w_ = torch.full((x.shape[1], self.n_bits), float("nan"))
         return self
 
@@ -122,8 +218,15 @@ class IntegerOutputs(Diverges):
         return torch.ones(x.shape[0], self.n_bits, dtype=torch.int8)
 
 
-@pytest.mark.parametrize("cls,message", [(Diverges, "NaN or inf"), (WrongShape, "shape"),
-                                         (NotBinary, "other than -1/\\+1"), (IntegerOutputs, "expected a float")])
+@pytest.mark.parametrize(
+    "cls,message",
+    [
+        (Diverges, "NaN or inf"),
+        (WrongShape, "shape"),
+        (NotBinary, "other than -1/\\+1"),
+        (IntegerOutputs, "expected a float"),
+    ],
+)
 def test_a_bad_method_output_is_an_error_and_stores_nothing(cls, message, results_dir, monkeypatch):
     monkeypatch.setitem(get_registry().methods, cls.name, cls)
     with pytest.raises(BenchError, match=message):
@@ -133,6 +236,9 @@ def test_a_bad_method_output_is_an_error_and_stores_nothing(cls, message, result
 
 def test_a_bad_cell_fails_before_any_work(results_dir):
     with pytest.raises(BenchError, match="unknown --set key"):
-        run_grid([Cell("itq", "digits", 8, 0), Cell("lsh", "digits", 8, 0, (("n_iter", "3"),))],
-                 results_dir=results_dir, log=lambda s: None)
+        run_grid(
+            [Cell("itq", "digits", 8, 0), Cell("lsh", "digits", 8, 0, overrides=(("n_iter", "3"),))],
+            results_dir=results_dir,
+            log=lambda s: None,
+        )
     assert not (results_dir / "runs").exists()

@@ -1,11 +1,14 @@
 """The shallow baselines' inner steps against brute force, and their small-data regression values."""
+
 import pytest
 import torch
 
 from baselines.bre import best_weight
+from baselines.kmeans import KMeans
 from baselines.kmh import balanced_partition
 from bench.data import PROTOCOLS, load_split
-from bench.method import make_config
+from bench.errors import BenchError
+from bench.method import FitContext, make_config
 from bench.metrics import evaluate
 from bench.registry import get_registry
 
@@ -33,6 +36,14 @@ def test_bre_weight_search_finds_the_best_interval_by_brute_force():
         assert f(new_h) <= best_on_grid + 1e-9
 
 
+def test_kmeans_takes_the_number_of_clusters_from_the_fit_context():
+    split = load_split(DIGITS, "pixels", "cpu")
+    with pytest.raises(BenchError, match="kmeans needs the number of clusters"):
+        KMeans(16).fit(split.x_train)
+    m = KMeans(16).fit(split.x_train, context=FitContext(n_clusters=7))
+    assert m.centres_.shape == (7, split.x_train.shape[1]) and set(m.cluster(split.x_query).tolist()) <= set(range(7))
+
+
 def test_kmh_partition_balances_log_variance():
     parts = balanced_partition(torch.tensor([16.0, 8.0, 4.0, 2.0, 1.0, 0.5]), 2)
     assert sorted(len(p) for p in parts) == [3, 3] and sorted(sum(parts, [])) == list(range(6))
@@ -42,8 +53,8 @@ def test_kmh_partition_balances_log_variance():
 # mAP x100 on the embedded digits set (32 bits, seed 0), measured with this code; a change is a behaviour change.
 # Supervised methods train on the database's own labels here, hence their high values.
 DIGITS_32 = {"itq-cca": 89.24, "speh": 37.14, "sph": 44.91, "sdh": 99.30, "ksh": 96.05, "kmh": 25.34, "bre": 78.86}
-# KSH's cost grows with n_labelled squared (its l x l residual is read at every gradient step): the default 2,000
-# took about 90 s here (96.82), 500 takes about 10 s and still pins every step of the fit.
+# KSH's cost grows with n_labelled squared (its l x l residual is read at every gradient step): 500 labelled points
+# instead of the default 2,000 keep the test to seconds and still pin every step of the fit.
 SETTINGS = {"ksh": {"n_labelled": 500}}
 
 
