@@ -74,7 +74,7 @@ class CNNH(DeepHashMethod):
     paper = "Xia et al., AAAI 2014"
     supervision = "pairs"
     recipes = {"cpu-reduced": SUPERVISED_CPU_REDUCED}
-    smoke = {"iterations": 60, "batch_size": 64, "sweeps": 3}
+    smoke = {"iterations": 30, "batch_size": 64, "sweeps": 2}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):

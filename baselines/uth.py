@@ -32,7 +32,7 @@ class UTH(DeepHashMethod):
     paper = "Huang et al., ACM MM Thematic Workshops 2017"
     supervision = "none"
     activation = "sigmoid"
-    smoke = {"iterations": 80}
+    smoke = {"iterations": 40}
     recipes = {"cpu-reduced": {"iterations": 5000}}  # CPU-only runs: a tenth of the solver iterations
 
     @dataclasses.dataclass(frozen=True)

@@ -171,7 +171,7 @@ class HashGANCao(DeepHashMethod):
     supervision = "pairs"
     activation = "tanh"  # F: tanh K-layer (Sec. 3.3)
     uses_unlabelled = True
-    smoke = {"iterations": 60, "batch_size": 32, "gan_width": 16, "n_critic": 1, "gan_iterations": 10}
+    smoke = {"iterations": 30, "batch_size": 32, "gan_width": 8, "n_critic": 1, "gan_iterations": 5}
     recipes = {"cpu-reduced": CPU_REDUCED}
     zero_allowed = frozenset({"gan_iterations"})  # 0: no GAN-only stage before F (the joint default)
 

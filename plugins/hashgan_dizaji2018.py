@@ -232,7 +232,7 @@ class HashGANDizaji(Method):
     supervision = "none"
     input = "images"
     uses_validation = True
-    smoke = {"epochs": 8, "batch_size": 32}
+    smoke = {"epochs": 3, "batch_size": 64}
     # noise_dim 0: G sees b' alone (an ablation); weights_for_bits 0: the weights as given at every length
     zero_allowed = frozenset({"noise_dim", "hash_warmup_epochs", "weights_for_bits"})
     recipes = {
