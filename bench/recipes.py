@@ -57,12 +57,6 @@ def hash_of(cls, n_bits: int, recipe: str = DEFAULT, sets: dict | None = None, u
     return config_hash(config_json(resolve(cls, n_bits, recipe, sets, under)))
 
 
-def changes(cls, config) -> dict:
-    """The fields of ``config`` that differ from ``cls``'s default (both as stored), for labels and titles."""
-    ours, default = config_json(config), config_json(cls.Config())
-    return {k: v for k, v in ours.items() if default.get(k) != v}
-
-
 def select(
     records: list[dict], method: str, hashes: dict[int, str], protocol: str | None = None, view: str | None = None
 ) -> list[dict]:
