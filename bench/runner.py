@@ -152,6 +152,11 @@ def prepare(cell: Cell) -> Plan:
     return Plan(cell, cls, config, protocol, view, n_bits, identity)
 
 
+def n_clusters(split) -> int:
+    """The clusters a clustering protocol asks for: one per class of its items (the fit and the scoring agree)."""
+    return int(torch.unique(split.y_train).numel())
+
+
 def fit_method(plan: Plan, *, device="cpu", data_root=None, download=False):
     """The plan's method fitted as a run fits it (same seed, labels, validation split and checkpoint, so a deep
     method whose run finished here resumes at its end instead of training again). Returns (method, split, fit
@@ -164,7 +169,7 @@ def fit_method(plan: Plan, *, device="cpu", data_root=None, download=False):
         validation=split.validation() if cls.uses_validation and protocol.task == "retrieval" else None,
         # a labelled sample apart from the database: the rest, without labels
         unlabelled=split.x_database if cls.uses_unlabelled and split.x_train is not split.x_database else None,
-        n_clusters=int(torch.unique(split.y_train).numel()) if protocol.task == "clustering" else None,
+        n_clusters=n_clusters(split) if protocol.task == "clustering" else None,
         checkpoint=cache_dir() / "checkpoints" / f"{plan.record_path(Path()).stem}.pt" if cls.uses_validation else None,
     )
     method = cls(plan.n_bits, plan.config, device=device, seed=plan.cell.seed)
@@ -254,12 +259,12 @@ def _retrieval(method, split, plan, device):
 
 def _clustering(method, split, plan, device):
     """Cluster every training item (the method's own clusters, else k-means on its codes) and score NMI/ACC."""
-    n_clusters = int(torch.unique(split.y_train).numel())
+    k = n_clusters(split)
     t1 = time.perf_counter()
     own = method.cluster(split.x_train)
     if own is None:
         codes = check_encoded(method.encode(split.x_train), split.x_train.shape[0], plan.n_bits, method)
-        assignments = kmeans(codes.to(torch.float32), n_clusters, plan.cell.seed)[0]
+        assignments = kmeans(codes.to(torch.float32), k, plan.cell.seed)[0]
         how = "k-means on the codes"
     else:
         assignments, how = own, f"the method's own clusters ({method.name}.cluster)"
@@ -269,7 +274,7 @@ def _clustering(method, split, plan, device):
     t3 = time.perf_counter()
     fields = {
         "metrics": result,
-        "counts": {"n_items": int(split.x_train.shape[0]), "n_clusters": n_clusters, "n_bits": plan.n_bits},
+        "counts": {"n_items": int(split.x_train.shape[0]), "n_clusters": k, "n_bits": plan.n_bits},
         "curves": {},
         "semantics": metrics.CLUSTERING_SEMANTICS,
         "clustering": {**CLUSTERING, "assignments": how},
