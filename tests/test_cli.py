@@ -76,19 +76,14 @@ def test_bad_input_is_one_clear_line(capsys, results_dir, argv, message):
     assert not (results_dir / "runs").exists()
 
 
+def run_itq_on_mnist(capsys, data_root):
+    """bench run of ITQ on MNIST read from ``data_root``, results beside it."""
+    job = "run --method itq --dataset mnist-dizaji2018".split()
+    return run(capsys, *job, "--data-root", data_root, "--results", data_root / "res")
+
+
 def test_missing_data_says_what_where_and_how(capsys, tmp_path):
-    code, _, err = run(
-        capsys,
-        "run",
-        "--method",
-        "itq",
-        "--dataset",
-        "mnist-dizaji2018",
-        "--data-root",
-        tmp_path,
-        "--results",
-        tmp_path / "res",
-    )
+    code, _, err = run_itq_on_mnist(capsys, tmp_path)
     assert code == 2
     assert "MNIST not found under data root" in err and str(tmp_path / "MNIST" / "raw") in err
     assert "--download" in err and "HASHBENCH_DATA" in err
@@ -100,18 +95,7 @@ def test_corrupted_data_fails_its_checksum(capsys, tmp_path):
     shutil.copytree(DATA_ROOT / "MNIST" / "raw", raw)
     with gzip.open(raw / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(b"\x00\x00\x08\x01not mnist")
-    code, _, err = run(
-        capsys,
-        "run",
-        "--method",
-        "itq",
-        "--dataset",
-        "mnist-dizaji2018",
-        "--data-root",
-        tmp_path,
-        "--results",
-        tmp_path / "res",
-    )
+    code, _, err = run_itq_on_mnist(capsys, tmp_path)
     assert code == 2 and "checksum mismatch" in err and "t10k-labels" in err
 
 
