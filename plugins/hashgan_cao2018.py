@@ -42,6 +42,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from bench.backbones import DeepHashMethod
 from bench.deep import (
+    SUPERVISED_CPU_REDUCED,
     LossLog,
     SupervisedConfig,
     iteration_batches,
@@ -57,8 +58,9 @@ from bench.metrics import REAL_DISTANCE, relevance
 
 GAN_SIZE = 32
 LOG_EVERY = 100  # a log entry (and one finiteness check, one host sync) every 100 iterations and at the last
-# The reduced schedule of CPU-only runs: 500 iterations of batch 64, GAN nets of width 16 with one critic step.
-CPU_REDUCED = {"iterations": 500, "batch_size": 64, "gan_width": 16, "n_critic": 1}
+# The reduced schedule of CPU-only runs: the supervised deep methods' (500 iterations of batch 64), with GAN nets
+# of width 16 and one critic step.
+CPU_REDUCED = {**SUPERVISED_CPU_REDUCED, "gan_width": 16, "n_critic": 1}
 
 
 class ResBlock(nn.Module):
