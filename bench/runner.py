@@ -195,7 +195,8 @@ def run_cell(
 
     record = {
         "schema_version": SCHEMA_VERSION,
-        **{k: plan.identity[k] for k in ("method", "config_hash", "protocol", "input", "n_bits", "seed", "evaluation")},
+        "run_id": plan.run_id,
+        **plan.identity,  # method, config hash, protocol, input, bits, seed, evaluation settings
         "config": recipes.config_json(plan.config),  # in full, resolved at the code length
         "recipe": plan.cell.recipe,
         "overrides": dict(plan.cell.overrides),  # how it was asked for (not identity)
@@ -214,7 +215,6 @@ def run_cell(
         "environment": _environment(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    record["run_id"] = run_id(identity_of(record))
     write_record(path, record)
     return record, True
 
