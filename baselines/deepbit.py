@@ -74,7 +74,7 @@ class DeepBit(DeepHashMethod):
                 step += 1
                 log.add(loss=loss, **terms)
                 if step % 500 == 0 or i == iterations:
-                    log.close(step, stage=stage, iteration=step)
+                    log.close(step, c.stage1_iterations + c.stage2_iterations, stage=stage, iteration=step)
         self.threshold_ = self.net_.outputs(x).mean(0)  # the release's mean_th: each bit's training-set mean
         self.training_ = {"iterations": step, "selection": "last iteration (fixed schedule)", "log": log.entries}
         return self

@@ -101,7 +101,7 @@ class DH(Method):
                 opt.step()
                 step += 1
                 log.add(loss=loss, quantization=quantization, variance=variance, independence=independence)
-            log.close(step, lambda_variance=lambda_variance, epoch=epoch)
+            log.close(step, c.epochs, lambda_variance=lambda_variance, epoch=epoch)
         return net, log.entries
 
     def encode(self, x):

@@ -63,7 +63,7 @@ class UTH(DeepHashMethod):
             schedule.step()
             log.add(loss=loss, **terms)
             if step % 500 == 0 or step == c.iterations:
-                log.close(step, iteration=step)
+                log.close(step, c.iterations, iteration=step)
         self.training_ = {
             "iterations": c.iterations,
             "selection": "last iteration (fixed schedule)",

@@ -1,4 +1,4 @@
-"""The ``bench`` command: list, run, evaluate, table, plot, migrate, bench-eval, bench-loader.
+"""The ``bench`` command: list, run, reproduce, evaluate, table, plot, migrate, bench-eval, bench-loader.
 
 Every user error is a ``BenchError``: printed on one line as ``bench: error: ...``, exit status 2, no traceback.
 """
@@ -31,6 +31,23 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--executor", default="local", help="local (this process, the default) or ray (a Ray cluster's workers)"
+    )
+    parser.add_argument(
+        "--address",
+        help="ray: the cluster to join (auto, HOST:PORT or ray://HOST:PORT); default: start a local Ray with this "
+        "machine's CPUs and GPUs",
+    )
+    parser.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        help="ray: GPUs a deep-method cell asks for when the cluster has GPUs (fractions share one; default 1)",
+    )
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="hashbench: run, score and tabulate hashing methods")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,8 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field (over the recipe)"
     )
     p.add_argument("--input", help="input view (default: pixels for vector methods, images for image methods)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--force", action="store_true", help="rerun cells already stored")
+    p.add_argument(
+        "--keep-going", action="store_true", help="run every cell even when some fail; list the failures at the end"
+    )
+    _executor_options(p)
+
+    p = sub.add_parser(
+        "reproduce", help="fill a table: list its cells (stored, missing, estimated cost), run the missing, render"
+    )
+    _data_options(p)
+    _results_option(p)
+    p.add_argument("name", help="table name (see bench list)")
+    p.add_argument("--recipe", help="a table-wide recipe laid under the rows whose method declares it")
+    p.add_argument("--seeds", nargs="+", default=["0"], help="run seeds (default: 0)")
+    p.add_argument("--bits", nargs="+", help="only these of the table's code lengths (default: all)")
+    p.add_argument("--rows", nargs="+", help="only these rows, by label (default: every row the harness runs)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their cost; run nothing")
+    p.add_argument("--out", help="folder for the rendered table (default: RESULTS/tables)")
+    _executor_options(p)
 
     p = sub.add_parser(
         "evaluate", help="score codes from anywhere: an .npz with query_codes, db_codes, query_labels, db_labels"
@@ -194,29 +228,72 @@ def _ints(values, what: str, low: int = 0) -> list[int]:
     return out
 
 
-def cmd_run(args) -> None:
-    from bench.runner import Cell, check_bits, resolve_device, run_grid
+def cmd_run(args) -> int:
+    from bench.executors import execute, plans_of, summary_of_failures
+    from bench.runner import Cell, check_bits
 
     bits = check_bits(args.bits)
     seeds = _ints(args.seeds, "--seeds")
     overrides = _parse_sets(args.set)
-    device = resolve_device(args.device)
     cells = [
         Cell(m, args.dataset, b, s, args.recipe, overrides, args.input)
         for m in args.method
         for b in bits
         for s in seeds
     ]
-    records = run_grid(
-        cells,
-        device=device,
+    outcomes = execute(
+        plans_of(cells),
+        keep_going=args.keep_going,
+        force=args.force,
         results_dir=args.results,
         data_root=args.data_root,
         download=args.download,
-        force=args.force,
-        log=lambda line: print(line, file=sys.stderr),
+        log=None,
+        **_executor_kwargs(args),
     )
-    print(summary(records))
+    records = [o.record for o in outcomes if o.record is not None]
+    if records:
+        print(summary(records))
+    if any(o.status == "failed" for o in outcomes):
+        print(summary_of_failures(outcomes), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _executor_kwargs(args) -> dict:
+    from bench.errors import unknown
+    from bench.executors import EXECUTORS
+    from bench.runner import resolve_device
+
+    if args.executor not in EXECUTORS:
+        raise unknown("executor", args.executor, EXECUTORS)
+    if args.executor == "local" and (args.address or args.gpus_per_cell is not None):
+        raise BenchError("--address and --gpus-per-cell are options of --executor ray")
+    if args.gpus_per_cell is not None and not 0 < args.gpus_per_cell <= 8:
+        raise BenchError(f"--gpus-per-cell must be in (0, 8]; got {args.gpus_per_cell}")
+    # local: the device here (checked now); ray: each worker's own unless --device says one for all
+    device = resolve_device(args.device) if args.executor == "local" else args.device
+    return {"executor": args.executor, "address": args.address, "gpus_per_cell": args.gpus_per_cell, "device": device}
+
+
+def cmd_reproduce(args) -> int:
+    from bench.reproduce import reproduce
+    from bench.runner import check_bits
+
+    return reproduce(
+        args.name,
+        recipe=args.recipe,
+        seeds=_ints(args.seeds, "--seeds"),
+        bits=check_bits(args.bits) if args.bits else None,
+        rows=args.rows,
+        dry_run=args.dry_run,
+        results_dir=args.results,
+        out_dir=args.out,
+        data_root=args.data_root,
+        download=args.download,
+        log=print,
+        **_executor_kwargs(args),
+    )
 
 
 def summary(records: list[dict]) -> str:
@@ -367,6 +444,7 @@ def cmd_bench_loader(args) -> None:
 COMMANDS = {
     "list": cmd_list,
     "run": cmd_run,
+    "reproduce": cmd_reproduce,
     "evaluate": cmd_evaluate,
     "table": cmd_table,
     "plot": cmd_plot,

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench import progress
 from bench.errors import BenchError
 
 
@@ -216,7 +217,7 @@ def train_hash_network(
         schedule.step()
         log.add(loss=loss, **terms)
         if step % log_every == 0 or step == config.iterations:
-            log.close(step, iteration=step)
+            log.close(step, config.iterations, iteration=step)
     net.eval()
     return {"iterations": config.iterations, "selection": "last iteration (fixed schedule)", "log": log.entries}
 
@@ -233,14 +234,15 @@ class LossLog:
             self._sums[k] = self._sums.get(k, 0.0) + torch.as_tensor(v).detach()
         self._count += 1
 
-    def close(self, step: int, **fields) -> dict:
+    def close(self, step: int, total: int | None = None, **fields) -> dict:
         """Append and return the entry ``{**fields, term: mean since the last entry}``; raise Diverged if a term
-        is not finite (``step`` names where)."""
+        is not finite (``step`` names where). The entry is also reported as progress (step of ``total``)."""
         if self._sums:
             check_finite(self.method, step, **self._sums)
         entry = {**fields, **{k: round(float(v) / max(self._count, 1), 5) for k, v in self._sums.items()}}
         self.entries.append(entry)
         self._sums, self._count = {}, 0
+        progress.training_step(self.method, step, total, entry)
         return entry
 
 

@@ -72,6 +72,8 @@ class Method(ABC):
     # Named recipes: {name: Config overrides} (bench.recipes). "default" is the Config itself and is not listed;
     # a paper table's row names its method and recipe, and ``bench run --recipe NAME`` runs one.
     recipes: ClassVar[dict] = {}
+    # Whether a cell asks a Ray cluster for a GPU (bench.executors) when it has any; None: the image methods do.
+    needs_gpu: ClassVar[bool | None] = None
 
     @dataclasses.dataclass(frozen=True)
     class Config:

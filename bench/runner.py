@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -48,6 +49,13 @@ class Cell:
     recipe: str = recipes.DEFAULT  # one of the method's recipes (bench.recipes)
     overrides: tuple = ()  # (key, value) pairs from --set, over the recipe
     input: str | None = None  # None: the method's default view
+    under: str | None = None  # a table-wide recipe laid under ``recipe`` when the method declares it
+
+    def label(self) -> str:
+        size = f"{self.n_bits} bits" if self.n_bits else "no codes"
+        recipe = "" if self.recipe == recipes.DEFAULT else f", recipe {self.recipe}"
+        under = f" under {self.under}" if self.under else ""
+        return f"{self.method} on {self.protocol}, {size}, seed {self.seed}{recipe}{under}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +141,7 @@ def prepare(cell: Cell) -> Plan:
             f"(choices for {cls.name}: {', '.join(fitting)})"
         )
     n_bits = cell.n_bits if "retrieval" in cls.tasks else 0  # a method without codes: 0 for every --bits
-    config = recipes.resolve(cls, n_bits, cell.recipe, dict(cell.overrides))
+    config = recipes.resolve(cls, n_bits, cell.recipe, dict(cell.overrides), cell.under)
     view = cell.input or DEFAULT_VIEW[cls.input]
     evaluation = (
         {"topk": sorted(protocol.topk), "tie_policy": metrics.TIE_POLICY}
@@ -180,25 +188,49 @@ def fit_method(plan: Plan, *, device="cpu", data_root=None, download=False):
     return method, split, time.perf_counter() - t0
 
 
+def read_stored(plan: Plan, results_dir) -> dict | None:
+    """The plan's stored record, or None when there is none. A record that cannot be read, or of another
+    schema version, is warned about by file name and treated as missing: the cell runs again and replaces it."""
+    path = plan.record_path(results_dir)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if record.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"schema version {record.get('schema_version')!r}, not {SCHEMA_VERSION}")
+    except (OSError, ValueError) as error:
+        warnings.warn(f"{path}: unusable stored record ({error}); the cell runs again", stacklevel=2)
+        return None
+    return record
+
+
 def run_cell(
     cell: Cell | Plan, *, device="cpu", results_dir=None, data_root=None, download=False, force=False
 ) -> tuple[dict, bool]:
     """Run one cell and store its record. Returns (record, ran); ran is False when it was already stored."""
     plan = cell if isinstance(cell, Plan) else prepare(cell)
-    path = plan.record_path(results_dir)
-    if path.exists() and not force:
-        return json.loads(path.read_text()), False
+    stored = None if force else read_stored(plan, results_dir)
+    if stored is not None:
+        return stored, False
+    record = compute_record(plan, device=device, data_root=data_root, download=download)
+    write_record(plan.record_path(results_dir), record)
+    return record, True
+
+
+def compute_record(plan: Plan, *, device="cpu", data_root=None, download=False) -> dict:
+    """Fit, encode, score: the plan's record, not yet stored (an executor's worker returns it to the driver,
+    which writes it)."""
     method, split, fit_s = fit_method(plan, device=device, data_root=data_root, download=download)
     protocol, cls = plan.protocol, plan.cls
     score = _retrieval if protocol.task == "retrieval" else _clustering
     evaluation, encode_s, evaluate_s = score(method, split, plan, device)
-
-    record = {
+    return {
         "schema_version": SCHEMA_VERSION,
         "run_id": plan.run_id,
         **plan.identity,  # method, config hash, protocol, input, bits, seed, evaluation settings
         "config": recipes.config_json(plan.config),  # in full, resolved at the code length
         "recipe": plan.cell.recipe,
+        "under": plan.cell.under,
         "overrides": dict(plan.cell.overrides),  # how it was asked for (not identity)
         "method_info": {"paper": cls.paper, "supervision": cls.supervision, "module": cls.__module__},
         "protocol_description": protocol.description,
@@ -215,8 +247,6 @@ def run_cell(
         "environment": _environment(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_record(path, record)
-    return record, True
 
 
 def _fit_timing(method) -> str:
@@ -306,26 +336,3 @@ def check_encoded(outputs, n_items: int, n_bits: int, method) -> torch.Tensor:
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
-
-
-def run_grid(cells: list[Cell], *, log=print, **kwargs) -> list[dict]:
-    """Run the cells in order (all resolved first, so a bad cell fails before any work), with a progress line
-    per cell. Returns the records, stored or freshly run."""
-    unique = {}
-    for cell in cells:  # cells that resolve to one run (k-means at several --bits) run once
-        plan = prepare(cell)
-        unique.setdefault(plan.run_id, plan)
-    records = []
-    for i, plan in enumerate(unique.values(), 1):
-        cell = plan.cell
-        size = f"{plan.n_bits} bits" if plan.n_bits else "no codes"
-        recipe = "" if cell.recipe == recipes.DEFAULT else f", recipe {cell.recipe}"
-        label = f"[{i}/{len(unique)}] {cell.method} on {cell.protocol}, {size}, seed {cell.seed}{recipe}"
-        t = time.perf_counter()
-        record, ran = run_cell(plan, **kwargs)
-        m = record["metrics"]
-        status = f"{time.perf_counter() - t:.1f}s" if ran else "stored, skipped"
-        score = f"mAP {m['map']:.4f}" if "map" in m else f"NMI {m['nmi']:.4f}, ACC {m['acc']:.4f}"
-        log(f"{label}: {score}  ({status})")
-        records.append(record)
-    return records

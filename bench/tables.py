@@ -161,7 +161,7 @@ def build(spec: TableSpec, results_dir=None, recipe: str | None = None, records:
     laid under every row whose method declares it."""
     records = read_records(results_dir) if records is None else records
     if recipe is not None:
-        _check_table_recipe(spec, recipe)
+        check_table_recipe(spec, recipe)
     columns = spec.columns()
     rows = []
     for row in spec.rows:
@@ -195,7 +195,7 @@ def build(spec: TableSpec, results_dir=None, recipe: str | None = None, records:
     return {"columns": columns, "rows": rows, "best": best, "notes": _notes(spec, rows, recipe)}
 
 
-def _check_table_recipe(spec: TableSpec, recipe: str) -> None:
+def check_table_recipe(spec: TableSpec, recipe: str) -> None:
     from bench.registry import get_registry
 
     methods = get_registry().methods

@@ -286,7 +286,7 @@ class HashGANCao(DeepHashMethod):
             self._step(loss_g, opt, encoder=False, generator=True)
             log.add(**critic_terms, **generator_terms)
             if log_due(step, c.gan_iterations):
-                log.close(step, iteration=step, stage="gan")
+                log.close(step, c.gan_iterations, iteration=step, stage="gan")
 
     def _encoder_stage(self, x, y, unlabelled, opt, g, log):
         """F's ``iterations``. Joint (Eq. 11, the paper): each batch also takes the critic steps and one step of G
@@ -310,7 +310,7 @@ class HashGANCao(DeepHashMethod):
             self._step(loss_f + loss_g, opt, encoder=True, generator=joint)
             log.add(loss_f=loss_f, **encoder_terms, **gan_terms)
             if log_due(step, c.iterations):
-                log.close(step, iteration=step)
+                log.close(step, c.iterations, iteration=step)
 
     def _synthetic_batch(self, x, y, idx, s, unlabelled, opt, g):
         """(G(v_i, u_i) for the batch ``idx``, G/V's loss, its terms). Joint: after the critic steps, and with

@@ -418,7 +418,7 @@ class HashGANDizaji(Method):
         fields = {"epoch": epoch + 1, "lr": plan.lr}
         if c.collab_decay_start < 1 and plan.hashing_on:
             fields["w_collaborative"] = plan.w_collaborative
-        return state.log.close(state.step, **fields)
+        return state.log.close(state.step, c.epochs, **fields)
 
     def _discriminator_encoder_step(self, state: TrainingState, real, plan: EpochPlan) -> dict:
         """One Adam step of the shared trunk and its heads: the adversarial loss (D), the hashing loss on real

@@ -1,4 +1,6 @@
+import dataclasses
 import os
+import re
 import typing
 from pathlib import Path
 from unittest import mock
@@ -35,6 +37,24 @@ def results_dir(tmp_path):
     return tmp_path / "results"
 
 
+# Config integers that count passes of a training loop (iterations, epochs, sweeps, ...); lr_step and the like
+# (where a schedule changes) are not counts of work.
+SCHEDULE = re.compile(r"(^|_)(iter|iterations|epochs|sweeps|passes|steps|rounds)$")
+
+
+def shortest_schedule(cls) -> dict:
+    """The smoke config with every training-loop count at the least its Config accepts (0 where zero is allowed,
+    else 1): enough for what does not need a trained model (the shape and dtype of the codes, seeding), in a
+    fraction of a smoke fit."""
+    hints = typing.get_type_hints(cls.Config)
+    counts = {
+        f.name: 0 if f.name in cls.zero_allowed else 1
+        for f in dataclasses.fields(cls.Config)
+        if SCHEDULE.search(f.name) and hints[f.name] is int
+    }
+    return {**cls.smoke, **counts}
+
+
 class SmokeFit(typing.NamedTuple):
     method: object  # the instance fit() was called on
     returned: object  # what fit() returned (the contract: the instance itself)
@@ -48,16 +68,18 @@ def _refuse_global_seeding(*args, **kwargs):
     )
 
 
-def smoke_fit(cls, n_bits: int, seed: int = 0, device: str = "cpu") -> SmokeFit:
-    """One fit of ``cls``'s smoke config on digits as the runner fits it: labels for supervised methods, the
-    validation split for ``uses_validation`` methods, no checkpoint, torch's global generator seeded around fit.
-    Seeding that generator inside fit() is refused, so a method cannot hide behind its own seed."""
+def smoke_fit(cls, n_bits: int, seed: int = 0, device: str = "cpu", shortest: bool = False) -> SmokeFit:
+    """One fit of ``cls``'s smoke config (``shortest``: its shortest schedule) on digits as the runner fits it:
+    labels for supervised methods, the validation split for ``uses_validation`` methods, no checkpoint, torch's
+    global generator seeded around fit. Seeding that generator inside fit() is refused, so a method cannot hide
+    behind its own seed."""
     from bench.runner import DEFAULT_VIEW  # here, not at import: a broken runner fails these tests, not every test
 
     split = load_split(DIGITS, DEFAULT_VIEW[cls.input], device)
     labels = None if cls.supervision == "none" else split.y_train
     context = FitContext(validation=split.validation() if cls.uses_validation else None, checkpoint=None)
-    method = cls(n_bits, make_config(cls, cls.smoke), device=device, seed=seed)
+    config = make_config(cls, shortest_schedule(cls) if shortest else cls.smoke)
+    method = cls(n_bits, config, device=device, seed=seed)
     with (
         seeded(seed, device),
         mock.patch.object(torch, "manual_seed", _refuse_global_seeding),
@@ -69,15 +91,15 @@ def smoke_fit(cls, n_bits: int, seed: int = 0, device: str = "cpu") -> SmokeFit:
 
 @pytest.fixture(scope="session")
 def fitted():
-    """``fitted(cls, n_bits, seed=0)``: the smoke fit of that (method, code length, seed), made once per test
-    session and shared by every test that asks for it (a failed fit is remembered and raised again)."""
+    """``fitted(cls, n_bits, seed=0, shortest=False)``: that smoke fit (``smoke_fit``), made once per test session
+    and shared by every test that asks for it (a failed fit is remembered and raised again)."""
     cache = {}
 
-    def get(cls, n_bits: int, seed: int = 0) -> SmokeFit:
-        key = (cls, n_bits, seed)
+    def get(cls, n_bits: int, seed: int = 0, shortest: bool = False) -> SmokeFit:
+        key = (cls, n_bits, seed, shortest)
         if key not in cache:
             try:
-                cache[key] = smoke_fit(cls, n_bits, seed)
+                cache[key] = smoke_fit(cls, n_bits, seed, shortest=shortest)
             except Exception as error:  # noqa: BLE001 (re-raised for every test that asks)
                 cache[key] = error
         if isinstance(cache[key], Exception):

@@ -12,10 +12,11 @@ from conftest import random_case
 from bench.data import ListFile, Protocol, load_split
 from bench.deep import pair_weights, pairwise_likelihood, random_crop_flip
 from bench.errors import BenchError
+from bench.executors import run_grid
 from bench.method import FitContext, make_config, seeded
 from bench.metrics import evaluate_real, relevance
 from bench.reference import _ap, _relevant
-from bench.runner import Cell, run_cell, run_grid
+from bench.runner import Cell, run_cell
 from bench.tables import build
 
 
@@ -136,11 +137,13 @@ def test_list_file_errors_name_the_file_and_line(tmp_path):
 
 
 SMOKE = (("iterations", "20"), ("batch_size", "32"), ("gan_width", "8"), ("n_critic", "1"))
+# For what needs no training: one iteration.
+SHORTEST = (("iterations", "1"), ("batch_size", "16"), ("gan_width", "8"), ("n_critic", "1"))
 
 
 def test_hashgan_b_ranks_real_valued_outputs(results_dir):
     record, _ = run_cell(
-        Cell("hashgan-cao2018", "digits", 8, 0, overrides=SMOKE + (("binarize", "false"),)), results_dir=results_dir
+        Cell("hashgan-cao2018", "digits", 8, 0, overrides=SHORTEST + (("binarize", "false"),)), results_dir=results_dir
     )
     assert record["distance"] == "inner_product" and "p@h<=2" not in record["metrics"]
     assert "inner product" in record["semantics"]["distance"] and record["metrics"]["map"] > 0.1
@@ -166,7 +169,9 @@ def test_semi_supervised_methods_get_the_database_without_labels(monkeypatch):
     )
     registry = runner.get_registry()
     monkeypatch.setitem(registry.protocols, "digits-cao", digits_cao)
-    method, split, _ = runner.fit_method(runner.prepare(Cell("hashgan-cao2018", "digits-cao", 8, 0, overrides=SMOKE)))
+    method, split, _ = runner.fit_method(
+        runner.prepare(Cell("hashgan-cao2018", "digits-cao", 8, 0, overrides=SHORTEST))
+    )
     assert seen["unlabelled"] == split.x_database.shape[0] == 1797 - 50 - 300
     assert method.training_["unlabelled_images"] == seen["unlabelled"]
 
@@ -224,7 +229,7 @@ def test_ablation_rows_and_a_table_recipe_pick_their_runs(results_dir, monkeypat
     block = dict(spec.blocks[1], protocol="digits", label="Digits")
     rows = tuple(dict(r, published={"digits": r["published"].get("cifar10-cao2018", {})}) for r in spec.rows)
     spec = dataclasses.replace(spec, blocks=(block,), rows=rows, bits=(8,))
-    monkeypatch.setattr(HashGANCao, "recipes", {"tiny": dict(SMOKE)})
+    monkeypatch.setattr(HashGANCao, "recipes", {"tiny": dict(SHORTEST)})
     cells = [
         Cell("hashgan-cao2018", "digits", 8, 0, "tiny", extra)
         for extra in ((), (("beta", "0"),), (("use_gan", "false"),))

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from bench.errors import BenchError
+from bench.executors import run_grid
 from bench.method import Method, kmeans
 from bench.metrics import clustering_accuracy, evaluate_clustering, nmi
 from bench.registry import get_registry
-from bench.runner import Cell, run_cell, run_grid
+from bench.runner import Cell, run_cell
 from bench.tables import build, render
 
 QUIET = {"log": lambda s: None}

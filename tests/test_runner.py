@@ -11,10 +11,11 @@ import torch
 
 from bench import Method, binarize
 from bench.errors import BenchError
+from bench.executors import run_grid
 from bench.recipes import config_hash
 from bench.registry import get_registry
 from bench.results import SCHEMA_VERSION, identity_of, load_results, read_records, run_id, write_record
-from bench.runner import Cell, run_cell, run_grid
+from bench.runner import Cell, run_cell
 
 KEYS = {
     "schema_version",

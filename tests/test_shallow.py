@@ -32,7 +32,8 @@ def test_bre_weight_search_finds_the_best_interval_by_brute_force():
         assert torch.equal(new_h, (z + (new_w - w) * kappa >= 0).to(torch.float64))
         assert gain == pytest.approx(f(h) - f(new_h), abs=1e-9)
         grid = torch.linspace(-50, 50, 20001, dtype=torch.float64)
-        best_on_grid = min(f((z + (v - w) * kappa >= 0).to(torch.float64)) for v in grid)
+        on_grid = (z + (grid[:, None] - w) * kappa >= 0).to(torch.float64)  # one row of h per weight tried
+        best_on_grid = float((on_grid @ r - ((on_grid @ x_mat) * on_grid).sum(1)).min())
         assert f(new_h) <= best_on_grid + 1e-9
 
 
@@ -51,11 +52,13 @@ def test_kmh_partition_balances_log_variance():
 
 
 # mAP x100 on the embedded digits set (32 bits, seed 0), measured with this code; a change is a behaviour change.
-# Supervised methods train on the database's own labels here, hence their high values.
-DIGITS_32 = {"itq-cca": 89.24, "speh": 37.14, "sph": 44.91, "sdh": 99.30, "ksh": 96.05, "kmh": 25.34, "bre": 78.86}
-# KSH's cost grows with n_labelled squared (its l x l residual is read at every gradient step): 500 labelled points
-# instead of the default 2,000 keep the test to seconds and still pin every step of the fit.
-SETTINGS = {"ksh": {"n_labelled": 500}}
+# Supervised methods train on the database's own labels here, hence their high values. The tolerance leaves room
+# for float rounding that differs between BLAS builds, not for a changed step.
+DIGITS_32 = {"itq-cca": 89.24, "speh": 37.14, "sph": 44.91, "sdh": 99.30, "ksh": 88.68, "kmh": 24.82, "bre": 74.82}
+TOLERANCE = 0.2
+# Smaller problems than the defaults where a fit would take more than a few seconds; each still runs every step.
+# KSH's cost grows with n_labelled squared (its l x l residual is read at every gradient step), BRE's with n_base.
+SETTINGS = {"ksh": {"n_labelled": 300, "max_iter": 200}, "bre": {"n_base": 400}, "kmh": {"n_iter": 20}}
 
 
 @pytest.mark.parametrize("name", sorted(DIGITS_32))
@@ -65,4 +68,4 @@ def test_digits_regression(name):
     labels = None if cls.supervision == "none" else split.y_train
     m = cls(32, make_config(cls, SETTINGS.get(name)), seed=0).fit(split.x_train, labels)
     result = evaluate(m.encode(split.x_query), m.encode(split.x_database), split.y_query, split.y_database)
-    assert 100 * result["map"] == pytest.approx(DIGITS_32[name], abs=0.05)
+    assert 100 * result["map"] == pytest.approx(DIGITS_32[name], abs=TOLERANCE)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.executors import run_grid
 from bench.registry import get_registry
 from bench.results import read_records
-from bench.runner import Cell, run_grid
+from bench.runner import Cell
 from bench.tables import build, committed_renders, render
 
 ROOT = Path(__file__).resolve().parents[1]
