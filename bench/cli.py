@@ -1,4 +1,5 @@
-"""The ``bench`` command: list, run, reproduce, evaluate, table, plot, migrate, bench-eval, bench-loader.
+"""The ``bench`` command: list, run, reproduce, evaluate, table, plot, migrate, bench-eval, bench-loader,
+bench-executors.
 
 Every user error is a ``BenchError``: printed on one line as ``bench: error: ...``, exit status 2, no traceback.
 """
@@ -150,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-reference", action="store_true", help="time only ours (for sizes the reference cannot handle)")
+
+    p = sub.add_parser("bench-executors", help="time a 24-cell shallow grid on the local executor against a local Ray")
+    _data_options(p)
+    p.add_argument("--workers", type=int, default=2, help="Ray worker CPUs (default: 2)")
 
     p = sub.add_parser(
         "bench-loader",
@@ -421,6 +426,14 @@ def cmd_bench_eval(args) -> None:
     print(json.dumps(report, indent=1))
 
 
+def cmd_bench_executors(args) -> None:
+    from bench.speed import benchmark_executors
+
+    if args.workers < 1:
+        raise BenchError(f"--workers must be >= 1; got {args.workers}")
+    print(json.dumps(benchmark_executors(args.workers, args.data_root), indent=1))
+
+
 def cmd_bench_loader(args) -> None:
     from bench.backbones import BACKBONES
     from bench.errors import unknown
@@ -451,6 +464,7 @@ COMMANDS = {
     "migrate": cmd_migrate,
     "bench-eval": cmd_bench_eval,
     "bench-loader": cmd_bench_loader,
+    "bench-executors": cmd_bench_executors,
 }
 
 if __name__ == "__main__":

@@ -239,10 +239,11 @@ class LossLog:
         is not finite (``step`` names where). The entry is also reported as progress (step of ``total``)."""
         if self._sums:
             check_finite(self.method, step, **self._sums)
-        entry = {**fields, **{k: round(float(v) / max(self._count, 1), 5) for k, v in self._sums.items()}}
+        terms = {k: round(float(v) / max(self._count, 1), 5) for k, v in self._sums.items()}
+        entry = {**fields, **terms}
         self.entries.append(entry)
         self._sums, self._count = {}, 0
-        progress.training_step(self.method, step, total, entry)
+        progress.training_step(self.method, step, total, entry, list(terms))
         return entry
 
 

@@ -232,7 +232,7 @@ class CellWorker:
         return outcome.status, outcome.record, outcome.error, outcome.seconds
 
 
-def _start_ray(address: str | None):
+def start_ray(address: str | None, num_cpus: int | None = None):
     try:
         import ray
     except ImportError:
@@ -241,8 +241,8 @@ def _start_ray(address: str | None):
         try:
             if address:
                 ray.init(address=address)
-            else:  # a local Ray with this machine's CPUs and GPUs
-                ray.init(include_dashboard=False)
+            else:  # a local Ray with this machine's CPUs and GPUs (or ``num_cpus``)
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise BenchError(f"cannot start or reach Ray at {address or 'a new local instance'}: {error}") from None
     return ray
@@ -258,7 +258,7 @@ def worker_resources(plan: Plan, cluster: dict, gpus_per_cell: float | None) -> 
 
 
 def _run_ray(plans, results_dir, force, keep_going, options, report, address, gpus_per_cell) -> list[Outcome]:
-    ray = _start_ray(address)
+    ray = start_ray(address)
     cluster = ray.cluster_resources()
     worker = ray.remote(max_restarts=1, max_task_retries=1)(CellWorker)
     groups = collections.defaultdict(list)  # (protocol, view, resources) -> its plans

@@ -19,10 +19,11 @@ MAX_LINES_PER_CELL = 25
 _sink = None  # the active cell's reporter, or None
 
 
-def training_step(method: str, step: int, total: int | None, entry: dict) -> None:
-    """Called by ``LossLog.close`` for every log entry: passed on to the active reporter, if any."""
+def training_step(method: str, step: int, total: int | None, entry: dict, losses: list[str]) -> None:
+    """Called by ``LossLog.close`` for every log entry (``losses``: its loss terms' keys): passed on to the
+    active reporter, if any."""
     if _sink is not None:
-        _sink(method, step, total, entry)
+        _sink(method, step, total, entry, losses)
 
 
 @contextlib.contextmanager
@@ -36,11 +37,10 @@ def reporting(stream=None):
         _sink = previous
 
 
-def _terms(entry: dict, limit: int = 4) -> str:
-    """The entry's main numbers: validation scores first, then the first loss terms, 4 significant digits."""
-    numbers = {k: v for k, v in entry.items() if isinstance(v, float)}
-    first = sorted(numbers, key=lambda k: not k.startswith(("val", "map")))[:limit]
-    return ", ".join(f"{k} {numbers[k]:.4g}" for k in first)
+def _terms(entry: dict, losses: list[str], limit: int = 4) -> str:
+    """The entry's main numbers: validation scores, then the first ``limit`` loss terms, 4 significant digits."""
+    scores = [k for k in entry if k.startswith(("val", "map")) and isinstance(entry[k], float)]
+    return ", ".join(f"{k} {entry[k]:.4g}" for k in scores + losses[:limit])
 
 
 def duration(seconds: float) -> str:
@@ -57,13 +57,13 @@ class TrainingLines:
         self.stream, self.live = stream, stream.isatty()
         self.start, self.lines = time.perf_counter(), 0
 
-    def __call__(self, method: str, step: int, total: int | None, entry: dict) -> None:
+    def __call__(self, method: str, step: int, total: int | None, entry: dict, losses: list[str]) -> None:
         """``total`` counts the loop's unit: epochs when the entry names its epoch, else steps."""
         unit, step = ("epoch", entry["epoch"]) if "epoch" in entry else ("step", step)
         stage = f" (stage {entry['stage']})" if "stage" in entry else ""
         of = f"/{total}" if total else ""
         elapsed = duration(time.perf_counter() - self.start)
-        text = f"  {method}{stage} {unit} {step}{of}: {_terms(entry)} ({elapsed})"
+        text = f"  {method}{stage} {unit} {step}{of}: {_terms(entry, losses)} ({elapsed})"
         if self.live:
             self.stream.write("\r\033[K" + text)
             self.stream.flush()

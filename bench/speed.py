@@ -210,3 +210,47 @@ def load_split_for(protocol: str, device, data_root=None):
     from bench.registry import get_registry
 
     return load_split(get_registry().protocol(protocol), "images", str(device), str(data_root) if data_root else None)
+
+
+# ------------------------------------------------------------------------------------------- bench-executors
+
+GRID_METHODS = ("lsh", "pcah", "itq", "sph", "speh", "sdh")
+GRID_PROTOCOLS = ("digits", "mnist-dizaji2018")
+GRID_BITS = (16, 32)
+
+
+def benchmark_executors(workers: int = 2, data_root=None) -> dict:
+    """One grid (shallow methods x ``GRID_PROTOCOLS`` x ``GRID_BITS``: 24 cells) run twice into fresh results
+    folders: by the local executor, then on a local Ray of ``workers`` CPUs. Ray's wall time includes its
+    workers loading their splits (each process loads its own); its start-up is timed apart."""
+    import os
+    import tempfile
+
+    from bench.executors import execute, plans_of, start_ray
+    from bench.runner import Cell
+
+    cells = [Cell(m, p, b, 0) for m in GRID_METHODS for p in GRID_PROTOCOLS for b in GRID_BITS]
+    quiet = {"log": lambda line: None, "data_root": data_root}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        local = execute(plans_of(cells), results_dir=f"{tmp}/local", **quiet)
+        local_s = time.perf_counter() - t
+        ray = start_ray(None, num_cpus=workers)  # fails in one line without Ray installed
+        start_s = time.perf_counter() - t - local_s
+        t = time.perf_counter()
+        on_ray = execute(plans_of(cells), results_dir=f"{tmp}/ray", executor="ray", **quiet)
+        ray_s = time.perf_counter() - t
+        ray.shutdown()
+    failed = [o.line() for o in local + on_ray if o.status == "failed"]
+    same = [o.record["metrics"] for o in local] == [o.record["metrics"] for o in on_ray] if not failed else None
+    return {
+        "cells": len(cells),
+        "machine_cpus": os.cpu_count(),
+        "ray_workers": workers,
+        "local_s": round(local_s, 2),
+        "ray_start_s": round(start_s, 2),
+        "ray_s": round(ray_s, 2),
+        "speedup": round(local_s / ray_s, 2),
+        "same_metrics": same,
+        "failed": failed,
+    }

@@ -95,8 +95,11 @@ def test_a_dead_driver_s_lock_is_taken_over(probe, results_dir):
     lock = results_dir / ".locks" / f"{plan.record_path(results_dir).stem}.lock"
     lock.parent.mkdir(parents=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import filelock, time; filelock.FileLock({str(lock)!r}).acquire(); print(1); "
-         "time.sleep(600)"],
+        [
+            sys.executable,
+            "-c",
+            f"import filelock, time; filelock.FileLock({str(lock)!r}).acquire(); print(1); time.sleep(600)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -199,8 +202,27 @@ def test_ray_isolates_a_failure_and_retries_a_killed_worker_once(local_ray, prob
 def test_a_ray_driver_and_a_local_driver_compute_each_cell_once(local_ray, probe, results_dir):
     log = probe / "fits.log"
     other = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", "--method", "probe", "--bits", "8", "--seeds", "3", "2", "1",
-         "0", "--set", f"log={log}", "--set", "sleep=1", "--results", str(results_dir)],
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            "--method",
+            "probe",
+            "--bits",
+            "8",
+            "--seeds",
+            "3",
+            "2",
+            "1",
+            "0",
+            "--set",
+            f"log={log}",
+            "--set",
+            "sleep=1",
+            "--results",
+            str(results_dir),
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )
