@@ -17,7 +17,7 @@ import torch
 
 from baselines._linear import centre
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, Method, binarize
+from bench.method import FitContext, Method, binarize, setting
 from bench.metrics import relevance
 
 
@@ -62,7 +62,8 @@ class BRE(Method):
     class Config:
         n_base: int = 1000  # base points whose pairs form the objective (Cai wrapper: 1,000)
         points_per_bit: int = 20  # t kernel points per hash function (Cai wrapper: hash_size 20)
-        dissimilar_distance: float = 1.0  # target normalised Hamming distance of pairs sharing no label
+        # target normalised Hamming distance of pairs sharing no label (similar pairs: 0)
+        dissimilar_distance: float = setting(1.0, above=0, at_most=1)
         n_sweeps: int = 3  # passes over every weight; stops early when a pass improves nothing
 
     def fit(self, x, y=None, context=FitContext()):

@@ -25,7 +25,7 @@ import torch
 from bench.backbones import DeepHashMethod
 from bench.deep import BackboneConfig, LossLog, iteration_batches, rotate, sgd_stage
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, binarize
+from bench.method import FitContext, binarize, setting
 
 ANGLES = (-10.0, -5.0, 0.0, 5.0, 10.0)  # the release's aug_img_faster.m
 ANGLE_WEIGHTS = tuple(math.exp(-((i - 3) ** 2) / 2) for i in range(1, 6))  # C(theta), 1 at theta = 0
@@ -45,18 +45,18 @@ class DeepBit(DeepHashMethod):
         # frozen too (random features): these losses reward any balanced, saturated output, and training the trunk
         # with them erases the input's structure (codes near chance on digits), where random features keep it.
         freeze_backbone: bool = True
-        w_quantization: float = 1.0  # the release's loss weights are all 1
-        w_even: float = 1.0
-        w_rotation: float = 1.0
+        w_quantization: float = setting(1.0, at_least=0)  # the release's loss weights are all 1
+        w_even: float = setting(1.0, at_least=0)
+        w_rotation: float = setting(1.0, at_least=0)
         stage1_iterations: int = 50_000  # solver_stage1: 50k iterations, lr 1e-3, x0.1 at 25k
-        stage1_lr: float = 1e-3
+        stage1_lr: float = setting(1e-3, above=0)
         stage1_step: int = 25_000
         stage2_iterations: int = 5_000  # solver_stage2: 5k iterations, lr 1e-4, x0.1 every 1k
-        stage2_lr: float = 1e-4
+        stage2_lr: float = setting(1e-4, above=0)
         stage2_step: int = 1_000
         batch_size: int = 32
-        momentum: float = 0.9
-        weight_decay: float = 5e-4
+        momentum: float = setting(0.9, at_least=0, below=1)
+        weight_decay: float = setting(5e-4, at_least=0)
 
     def fit(self, x, y=None, context=FitContext()):
         c, g = self.config, self.generator()

@@ -23,7 +23,7 @@ from baselines._linear import centre
 from bench.deep import LossLog, batched, epoch_batches, gram_deviation
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, Method, binarize
+from bench.method import FitContext, Method, binarize, setting
 
 
 class DH(Method):
@@ -41,15 +41,15 @@ class DH(Method):
         # from the same initial weights and the best validation mAP kept; without validation data, the first: DH's
         # 100). A choice because the right weight depends on the input's scale: DH's 100 collapses MNIST pixels at
         # 32 and 64 bits (most items share a few codes), while 30 collapses CIFAR-10 GIST to one code.
-        lambda_variance: tuple[float, ...] = (100.0, 30.0, 10.0)
+        lambda_variance: tuple[float, ...] = setting((100.0, 30.0, 10.0), at_least=0)
         # lambda2: DH's 0.001 balances a quantization term summed over the whole set; against per-batch means it
         # lets the weights grow until tanh saturates along near-random directions. 100 keeps each layer
         # near-orthonormal, so maximising the variance finds PCA-like directions.
-        lambda_independence: float = 100.0
-        lambda_decay: float = 0.001  # lambda3 (DH)
+        lambda_independence: float = setting(100.0, at_least=0)
+        lambda_decay: float = setting(0.001, at_least=0)  # lambda3 (DH)
         epochs: int = 10
         batch_size: int = 256
-        lr: float = 1e-3
+        lr: float = setting(1e-3, above=0)
 
     def fit(self, x, y=None, context=FitContext()):
         validation = context.validation

@@ -20,6 +20,7 @@ import torch
 from bench.backbones import DeepHashMethod
 from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, pairwise_likelihood
 from bench.hookspecs import hookimpl
+from bench.method import setting
 from bench.metrics import relevance
 
 
@@ -31,8 +32,8 @@ class DHN(DeepHashMethod):
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
-        inner_product_scale: float = 0.5  # Theta = 1/2 <z_i, z_j> (the paper)
-        w_quantization: float = 0.1  # lambda (unpublished; the port's value)
+        inner_product_scale: float = setting(0.5, above=0)  # Theta = 1/2 <z_i, z_j> (the paper)
+        w_quantization: float = setting(0.1, at_least=0)  # lambda (unpublished; the port's value)
 
     def batch_loss(self, y, generator):
         c = self.config

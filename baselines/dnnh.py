@@ -22,6 +22,7 @@ from bench.backbones import DeepHashMethod
 from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
+from bench.method import setting
 from bench.metrics import relevance
 
 
@@ -68,8 +69,8 @@ class DNNH(DeepHashMethod):
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
-        margin: float = 1.0  # the triplet ranking loss's margin (paper)
-        eps: float = 0.1  # the piecewise threshold's band around 1/2 (unpublished)
+        margin: float = setting(1.0, at_least=0)  # the triplet ranking loss's margin (paper)
+        eps: float = setting(0.1, at_least=0, at_most=0.5)  # the piecewise threshold's band around 1/2 (unpublished)
 
     def network(self, x):
         net = super().network(x)

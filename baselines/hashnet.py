@@ -23,6 +23,7 @@ import torch
 from bench.backbones import DeepHashMethod
 from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, pair_weights, pairwise_likelihood
 from bench.hookspecs import hookimpl
+from bench.method import setting
 from bench.metrics import relevance
 
 
@@ -34,9 +35,11 @@ class HashNet(DeepHashMethod):
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
-        alpha_bits: float = 10.0  # alpha = alpha_bits / K (the release's sigmoid_param "10 / code length")
-        beta_gamma: float = 0.005  # continuation: beta = (1 + gamma t)^power every beta_step iterations
-        beta_power: float = 0.5
+        # alpha = alpha_bits / K (the release's sigmoid_param "10 / code length")
+        alpha_bits: float = setting(10.0, above=0)
+        # continuation: beta = (1 + gamma t)^power every beta_step iterations (gamma or power 0: beta stays 1)
+        beta_gamma: float = setting(0.005, at_least=0)
+        beta_power: float = setting(0.5, at_least=0)
         beta_step: int = 200
         # the weight of dissimilar pairs: "balanced", |S|/|S0| (the paper); "one", the release's weight 1
         dissimilar_weight: typing.Literal["balanced", "one"] = "balanced"

@@ -14,7 +14,7 @@ import torch
 
 from baselines._linear import ProjectionHash, centre, itq_rotation, pca_directions
 from bench.hookspecs import hookimpl
-from bench.method import FitContext
+from bench.method import FitContext, setting
 
 
 class ITQ(ProjectionHash):
@@ -23,11 +23,11 @@ class ITQ(ProjectionHash):
     supervision = "none"
     input = "vectors"
     smoke = {"n_iter": 5}
-    zero_allowed = frozenset({"n_iter"})  # 0: one rotation update (the authors' loop runs 0..n_iter)
 
     @dataclasses.dataclass(frozen=True)
     class Config:
-        n_iter: int = 50  # the paper: "we have found 50 iterations to be sufficient" (authors' code: 0..50)
+        # the paper: "we have found 50 iterations to be sufficient" (authors' code: 0..50; 0: one rotation update)
+        n_iter: int = setting(50, at_least=0)
 
     def fit(self, x, y=None, context=FitContext()):
         centred, self.mean_ = centre(x)

@@ -15,7 +15,7 @@ import torch
 from baselines._linear import ProjectionHash, centre, itq_rotation
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, label_matrix
+from bench.method import FitContext, label_matrix, setting
 
 
 class ITQCCA(ProjectionHash):
@@ -24,12 +24,12 @@ class ITQCCA(ProjectionHash):
     supervision = "labels"
     input = "vectors"
     smoke = {"n_iter": 5}
-    zero_allowed = frozenset({"n_iter"})  # 0: one rotation update (the authors' loop runs 0..n_iter)
 
     @dataclasses.dataclass(frozen=True)
     class Config:
-        reg: float = 1e-4  # ridge on both covariances, the value of the reference code
-        n_iter: int = 50  # ITQ iterations, as for unsupervised ITQ
+        # ridge on both covariances, the value of the reference code (> 0: constant pixels leave cov(x) singular)
+        reg: float = setting(1e-4, above=0)
+        n_iter: int = setting(50, at_least=0)  # ITQ iterations, as for unsupervised ITQ (0: one rotation update)
 
     def fit(self, x, y=None, context=FitContext()):
         self.check_labels(y)

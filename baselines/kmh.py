@@ -19,7 +19,7 @@ import torch
 from baselines._linear import centre, pca_directions
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, Method
+from bench.method import FitContext, Method, setting
 
 
 def balanced_partition(eigenvalues: torch.Tensor, n_parts: int) -> list[list[int]]:
@@ -47,7 +47,7 @@ class KMH(Method):
     class Config:
         bits_per_subspace: int = 4  # b; the authors recommend 4 (or 8) for GIST-like features
         n_iter: int = 50  # "50 to 200, usually 50 is enough" (demo)
-        lam: float = 10.0  # weight of the affinity error (demo)
+        lam: float = setting(10.0, at_least=0)  # weight of the affinity error (demo)
 
     def fit(self, x, y=None, context=FitContext()):
         b = self.config.bits_per_subspace

@@ -16,7 +16,7 @@ import torch
 
 from baselines._kernel import pick_anchors, rbf
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, Method, binarize
+from bench.method import FitContext, Method, binarize, setting
 from bench.metrics import relevance
 
 
@@ -60,7 +60,7 @@ class KSH(Method):
         n_anchors: int = 300  # the demo's m = 300 anchors
         n_labelled: int = 2000  # the demo's l = 2,000 labelled points (S is l x l)
         max_iter: int = 500  # accelerated-gradient steps per bit (OptProjectionFast)
-        tol: float = 1e-2  # stop when |change of cost| / l falls below this
+        tol: float = setting(1e-2, at_least=0)  # stop when |change of cost| / l falls below this (0: max_iter)
 
     def _kernel(self, x):
         return rbf(x, self.anchors_, 2 * self.width_) - self.kernel_mean_

@@ -14,7 +14,7 @@ import torch
 
 from baselines._kernel import pick_anchors, rbf
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, Method, binarize, label_matrix
+from bench.method import FitContext, Method, binarize, label_matrix, setting
 
 
 def ridge(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
@@ -33,11 +33,11 @@ class SDH(Method):
     @dataclasses.dataclass(frozen=True)
     class Config:
         n_anchors: int = 1000  # the demo's 1,000 random anchors
-        sigma: float = 0.4  # the demo's RBF width "for normalized data"
+        sigma: float = setting(0.4, above=0)  # the demo's RBF width "for normalized data"
         normalize: bool = True  # L2-normalise rows, which that sigma assumes
-        lam: float = 1.0  # ridge of the label regression W (G-step)
-        nu: float = 1e-5  # weight of the fit B ~ phi(X) P
-        lam_f: float = 1e-2  # ridge of the projection P (F-step)
+        lam: float = setting(1.0, above=0)  # ridge of the label regression W (G-step); > 0 keeps the solve regular
+        nu: float = setting(1e-5, at_least=0)  # weight of the fit B ~ phi(X) P
+        lam_f: float = setting(1e-2, above=0)  # ridge of the projection P (F-step)
         outer_iter: int = 5  # the demo's maxItr
         dcc_passes: int = 10  # passes of cyclic coordinate descent per B-step (stops early when B is stable)
 

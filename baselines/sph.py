@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, Method, binarize
+from bench.method import FitContext, Method, binarize, setting
 
 
 class SphericalHashing(Method):
@@ -29,8 +29,8 @@ class SphericalHashing(Method):
     class Config:
         n_train: int = 10000  # training subset, as the paper samples one for speed
         init_points: int = 5  # each pivot starts as the mean of this many random points
-        eps_mean: float = 0.10  # stop when mean |o_ij - n/4| <= 10% of n/4 (the paper's epsilon_m)
-        eps_std: float = 0.15  # ... and their std <= 15% of n/4 (epsilon_s)
+        eps_mean: float = setting(0.10, at_least=0)  # stop when mean |o_ij - n/4| <= 10% of n/4 (the paper's epsilon_m)
+        eps_std: float = setting(0.15, at_least=0)  # ... and their std <= 15% of n/4 (epsilon_s)
         max_iter: int = 100  # safety bound on the force iterations
         distance: Literal["hamming", "spherical"] = "hamming"  # ranking distance (the paper proposes spherical)
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from bench.backbones import DeepHashMethod
 from bench.deep import BackboneConfig, LossLog, bit_entropy, iteration_batches, random_affine, sgd_stage
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, binarize
+from bench.method import FitContext, binarize, setting
 
 
 class UTH(DeepHashMethod):
@@ -38,17 +38,18 @@ class UTH(DeepHashMethod):
     @dataclasses.dataclass(frozen=True)
     class Config(BackboneConfig):  # paper: VGG-16 with ImageNet weights
         freeze_backbone: bool = False
-        margin: float = 1.0  # not published: a guess (the usual unit margin)
-        rotation_degrees: float = 10.0  # positive = the anchor rotated uniformly within +-this
-        w_triplet: float = 1.0  # the three criteria weighted equally (not published)
-        w_quantization: float = 1.0
-        w_entropy: float = 1.0
+        margin: float = setting(1.0, at_least=0)  # not published: a guess (the usual unit margin)
+        # the positive = the anchor rotated uniformly within +-this (0: the anchor itself)
+        rotation_degrees: float = setting(10.0, at_least=0, at_most=180)
+        w_triplet: float = setting(1.0, at_least=0)  # the three criteria weighted equally (not published)
+        w_quantization: float = setting(1.0, at_least=0)
+        w_entropy: float = setting(1.0, at_least=0)
         iterations: int = 50_000  # DeepBit's first stage: 50k iterations, lr 1e-3, x0.1 at 25k
-        lr: float = 1e-3
+        lr: float = setting(1e-3, above=0)
         lr_step: int = 25_000
         batch_size: int = 32
-        momentum: float = 0.9
-        weight_decay: float = 5e-4
+        momentum: float = setting(0.9, at_least=0, below=1)
+        weight_decay: float = setting(5e-4, at_least=0)
 
     def fit(self, x, y=None, context=FitContext()):
         c, g = self.config, self.generator()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from bench import progress
 from bench.errors import BenchError
+from bench.method import setting
 
 
 class Diverged(BenchError):
@@ -159,13 +160,14 @@ class SupervisedConfig(BackboneConfig):
 
     iterations: int = 10_000  # HashNet's solvers
     batch_size: int = 256  # Cao et al. 4.1
-    lr: float = 0.01  # from scratch (see above); paper: cross-validated in 1e-5..1e-2 for fine-tuning
+    lr: float = setting(0.01, above=0)  # from scratch (see above); paper: cross-validated in 1e-5..1e-2 for fine-tuning
     lr_step: int = 2_000  # HashNet's solvers: the rate halves every 2,000 iterations
-    lr_gamma: float = 0.5
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    head_lr_mult: float = 1.0  # paper: 10 for the new layer on a pretrained trunk
-    crop: float = 0.875  # random crop (224 of 256) and horizontal flip, as the papers' Caffe data layers
+    lr_gamma: float = setting(0.5, above=0, at_most=1)  # the rate's factor every lr_step (1: constant)
+    momentum: float = setting(0.9, at_least=0, below=1)
+    weight_decay: float = setting(5e-4, at_least=0)
+    head_lr_mult: float = setting(1.0, above=0)  # paper: 10 for the new layer on a pretrained trunk
+    # random crop (224 of 256, the side's fraction; 1: no crop) and horizontal flip, as the papers' Caffe data layers
+    crop: float = setting(0.875, above=0, at_most=1)
     flip: bool = True
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import typing
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -48,7 +49,8 @@ class Method(ABC):
     """Base class of every hashing method.
 
     Subclasses set the class variables, define a frozen ``Config`` dataclass whose defaults are the paper's values
-    (a why-comment per field), and implement ``fit`` and ``encode``.
+    (a why-comment per field, and its valid range where the default rule does not fit: ``setting``), and implement
+    ``fit`` and ``encode``.
     """
 
     name: ClassVar[str]  # registry key, e.g. "itq"
@@ -56,9 +58,6 @@ class Method(ABC):
     supervision: ClassVar[str]  # one of SUPERVISION
     input: ClassVar[str]  # one of INPUTS
     smoke: ClassVar[dict] = {}  # Config overrides that make fit() take seconds (tests, CI)
-    # Integer Config fields are counts (epochs, batch sizes, steps) and must be >= 1; the few where 0 means
-    # something (e.g. "no noise input") are named here, and may be 0.
-    zero_allowed: ClassVar[frozenset] = frozenset()
     # Deep methods: True makes the runner give fit() ``context.validation`` (a split carved from the training set)
     # for model selection, and ``context.checkpoint`` (in the cache folder) for resumable training.
     uses_validation: ClassVar[bool] = False
@@ -136,6 +135,66 @@ def binarize(t: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     return torch.where(t >= threshold, 1, -1).to(torch.int8)
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Where a Config number may lie: each bound optional, strict (``above``, ``below``) or not (``at_least``,
+    ``at_most``); for a tuple field, where each of its items may lie. Every float must also be finite."""
+
+    above: float | None = None
+    at_least: float | None = None
+    below: float | None = None
+    at_most: float | None = None
+
+    def __post_init__(self):
+        if (self.above is not None and self.at_least is not None) or (
+            self.below is not None and self.at_most is not None
+        ):
+            raise ValueError(f"{self!r}: a range has at most one lower and one upper bound")
+
+    def admits(self, x) -> bool:
+        return (
+            (self.above is None or x > self.above)
+            and (self.at_least is None or x >= self.at_least)
+            and (self.below is None or x < self.below)
+            and (self.at_most is None or x <= self.at_most)
+        )
+
+    def __str__(self) -> str:
+        """As a message says it: "> 0", ">= 1", "in [0, 1)"; "" when unbounded."""
+        low = ("(", ">", self.above) if self.above is not None else ("[", ">=", self.at_least)
+        high = (")", "<", self.below) if self.below is not None else ("]", "<=", self.at_most)
+        if low[2] is not None and high[2] is not None:
+            return f"in {low[0]}{low[2]:g}, {high[2]:g}{high[0]}"
+        return " ".join(f"{sign} {bound:g}" for _, sign, bound in (low, high) if bound is not None)
+
+
+RANGE = "range"  # the metadata key of a Config field's Range (set by ``setting``)
+COUNT = Range(at_least=1)  # an int field that states no range is a count: epochs, batch sizes, widths, steps
+
+
+def setting(default, *, above=None, at_least=None, below=None, at_most=None) -> typing.Any:
+    """A Config field with its default and the range its value must lie in, checked by ``make_config``:
+    ``lr: float = setting(0.01, above=0)``. Fields declared plainly follow the default rule (``field_range``)."""
+    return dataclasses.field(default=default, metadata={RANGE: Range(above, at_least, below, at_most)})
+
+
+def field_range(config_cls, name: str) -> Range:
+    """The range of Config field ``name``: the one its nearest declaration states with ``setting`` (a subclass
+    that redeclares a field for another default keeps its base's range), else the default rule: ints (and the
+    items of int tuples) are counts >= 1, floats any finite number. Tuples must also be non-empty, Literals one
+    of their values; strings and bools are only typed."""
+    for base in config_cls.__mro__:
+        declared = getattr(base, "__dataclass_fields__", {}).get(name)
+        if declared is not None and RANGE in declared.metadata:
+            return declared.metadata[RANGE]
+    return COUNT if item_kind(typing.get_type_hints(config_cls)[name]) is int else Range()
+
+
+def item_kind(kind):
+    """The type of a tuple field's items; any other type as it is."""
+    return typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
+
+
 def parse_value(text: str, kind, key: str):
     """Turn the text of ``--set key=value`` into the field's declared type, or say why not."""
     origin = typing.get_origin(kind)
@@ -152,8 +211,7 @@ def parse_value(text: str, kind, key: str):
             raise unknown(f"value for {key}", text, choices)
         return text
     if origin is tuple:
-        (item_kind, *_rest) = typing.get_args(kind)
-        return tuple(parse_value(part, item_kind, key) for part in text.split(",") if part.strip())
+        return tuple(parse_value(part, item_kind(kind), key) for part in text.split(",") if part.strip())
     if kind in (int, float, str):
         try:
             return kind(text)
@@ -162,9 +220,46 @@ def parse_value(text: str, kind, key: str):
     raise BenchError(f"--set {key}: fields of type {kind} cannot be set from the command line")
 
 
+def typed_value(value, kind, key: str):
+    """A Python value (a recipe's, a stored record's, the API's) as the field's declared type: ints widen to
+    floats and lists become tuples; a value of another type (a bool for an int included) is refused."""
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        return value  # its membership is checked with the range
+    if origin is tuple and isinstance(value, (tuple, list)):
+        return tuple(typed_value(item, item_kind(kind), key) for item in value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is None and isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    expected = getattr(kind, "__name__", str(kind)) if origin is None else str(kind)
+    raise BenchError(f"{key}={value!r} has type {type(value).__name__}, expected {expected}")
+
+
+def range_violation(value, kind, valid: Range) -> str | None:
+    """What ``value`` (of the field's type) must be when it is outside the field's range; None when it is inside."""
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        choices = typing.get_args(kind)
+        return None if value in choices else "one of " + ", ".join(repr(c) for c in choices)
+    if origin is tuple:
+        item = item_kind(kind)
+        if value and not any(range_violation(v, item, valid) for v in value):
+            return None
+        items = "integers" if item is int else "finite numbers"
+        return f"a non-empty tuple of {items} {valid}".rstrip()
+    if kind is float and not math.isfinite(value):
+        return f"a finite number {valid}".rstrip()
+    if kind in (int, float) and not valid.admits(value):
+        return f"an integer {valid}" if kind is int else str(valid)
+    return None
+
+
 def make_config(method_cls, overrides: dict | None = None):
     """The method's Config with ``overrides`` applied. Values may be strings (from ``--set``), parsed by the
-    field's type, or already typed (from Python). Unknown keys fail with a suggestion."""
+    field's type, or already typed (from Python); each must lie in its field's range (``field_range``), so a bad
+    value fails here, naming the method, the field, the value and the range, before any data loads. Unknown keys
+    fail with a suggestion."""
     overrides = dict(overrides or {})
     fields = {f.name for f in dataclasses.fields(method_cls.Config)}
     hints = typing.get_type_hints(method_cls.Config)
@@ -173,17 +268,13 @@ def make_config(method_cls, overrides: dict | None = None):
         if key not in fields:
             raise unknown(f"--set key for {method_cls.name}", key, fields or ["(this method has no settings)"])
         kind = hints[key]
-        if isinstance(value, str):
-            value = parse_value(value, kind, key)
-        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif typing.get_origin(kind) is None and not isinstance(value, kind):
-            raise BenchError(
-                f"{method_cls.name}: {key}={value!r} has type {type(value).__name__}, expected {kind.__name__}"
-            )
-        low = 0 if key in method_cls.zero_allowed else 1
-        if kind is int and value < low:
-            raise BenchError(f"{method_cls.name}: {key}={value} must be an integer >= {low} (a count)")
+        try:
+            value = parse_value(value, kind, key) if isinstance(value, str) else typed_value(value, kind, key)
+        except BenchError as error:
+            raise BenchError(f"{method_cls.name}: {error}") from None
+        violation = range_violation(value, kind, field_range(method_cls.Config, key))
+        if violation:
+            raise BenchError(f"{method_cls.name}: {key}={value!r} must be {violation}")
         values[key] = value
     return method_cls.Config(**values)
 

@@ -53,7 +53,7 @@ from bench.deep import (
     to_float,
 )
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, binarize, label_matrix
+from bench.method import FitContext, binarize, label_matrix, setting
 from bench.metrics import REAL_DISTANCE, relevance
 
 GAN_SIZE = 32
@@ -175,34 +175,34 @@ class HashGANCao(DeepHashMethod):
     uses_unlabelled = True
     smoke = {"iterations": 30, "batch_size": 32, "gan_width": 8, "n_critic": 1, "gan_iterations": 5}
     recipes = {"cpu-reduced": CPU_REDUCED}
-    zero_allowed = frozenset({"gan_iterations"})  # 0: no GAN-only stage before F (the joint default)
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):
         # hash encoder F (Eq. 7-10). alpha, beta and lambda are not published; alpha as the authors' CIFAR config.
-        alpha: float = 10.0  # adaptive sigmoid sigma(alpha cos)
-        beta: float = 0.1  # cosine quantization weight (unpublished; HashGAN-Q: 0)
+        alpha: float = setting(10.0, above=0)  # adaptive sigmoid sigma(alpha cos)
+        beta: float = setting(0.1, at_least=0)  # cosine quantization weight (unpublished; HashGAN-Q: 0)
         cosine: bool = True  # False: HashGAN-C, the inner-product cross-entropy (alpha / K <h_i, h_j>)
         binarize: bool = True  # False: HashGAN-B, rank by the real-valued outputs
         dissimilar_weight: typing.Literal["balanced", "one"] = "balanced"  # Eq. 7: |S|/|S0| (code: 1)
         # Weight of the (real, synthetic) pairs in L_F: not in the paper; the code's second stage uses 0.1. A
         # young generator's images are far from real ones, and at weight 1 they pulled F toward a single code.
-        fake_pair_weight: float = 0.1
+        fake_pair_weight: float = setting(0.1, at_least=0)
         encoder_optimizer: typing.Literal["sgd", "adam"] = "sgd"  # paper: SGD (SupervisedConfig); code: Adam
         # PC-WGAN (Eq. 1-5)
         use_gan: bool = True  # False: HashGAN-G (lambda = 0, no synthetic images)
-        lam: float = 1.0  # lambda of Eq. 11 (unpublished)
+        lam: float = setting(1.0, at_least=0)  # lambda of Eq. 11 (unpublished)
         embedding: typing.Literal["learned", "labels"] = "learned"  # V of Eq. 3 (paper) or the labels (code)
         embedding_dim: int = 32  # V = 32 (paper 4.1)
         noise_dim: int = 32  # u in R^V (paper 3.1)
         pair_classifier: typing.Literal["inner_product", "cosine"] = "inner_product"  # C = sigmoid(z~^T z);
         # the code uses the alpha-scaled cosine on a tanh head
         schedule: typing.Literal["joint", "two_stage"] = "joint"  # Eq. 11 (paper); code: GAN first, then F
-        gan_iterations: int = 0  # two_stage: the GAN's own iterations before F (code: 100,000)
+        # two_stage: the GAN's own iterations before F (code: 100,000); 0: no GAN-only stage (the joint default)
+        gan_iterations: int = setting(0, at_least=0)
         gan_width: int = 128  # channels of the WGAN-GP ResNets
         n_critic: int = 5  # critic steps per generator step (WGAN-GP)
-        gradient_penalty: float = 10.0  # gamma (paper)
-        gan_lr: float = 1e-4  # WGAN-GP's Adam (beta1 0, beta2 0.9), linear decay to 0
+        gradient_penalty: float = setting(10.0, at_least=0)  # gamma (paper)
+        gan_lr: float = setting(1e-4, above=0)  # WGAN-GP's Adam (beta1 0, beta2 0.9), linear decay to 0
         use_unlabelled: bool = True  # unlabelled images (the database) enter the GAN with v = 0
 
     @property

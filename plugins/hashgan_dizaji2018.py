@@ -40,7 +40,7 @@ from bench.deep import (
 )
 from bench.errors import BenchError
 from bench.hookspecs import hookimpl
-from bench.method import FitContext, Method, binarize, config_dict
+from bench.method import FitContext, Method, binarize, config_dict, setting
 
 CONV_SIZE = 32  # the conv nets work on 32 x 32 images (CIFAR-10); other sizes are resized on the device
 
@@ -233,8 +233,6 @@ class HashGANDizaji(Method):
     input = "images"
     uses_validation = True
     smoke = {"epochs": 3, "batch_size": 64}
-    # noise_dim 0: G sees b' alone (an ablation); weights_for_bits 0: the weights as given at every length
-    zero_allowed = frozenset({"noise_dim", "hash_warmup_epochs", "weights_for_bits"})
     recipes = {
         "first-recipe": FIRST_RECIPE,  # the first runs, kept in the tables as history
         "ablation": {**FIRST_RECIPE, "epochs": 10},  # the base of the dizaji2018-ablation table (one change a row)
@@ -260,64 +258,61 @@ class HashGANDizaji(Method):
         # supports (E needs it while the trunk is young: docs/hashgan-dizaji2018.md)
         collab_trains_encoder: bool = True
         use_gan: bool = True  # ablation "no GAN": E alone with the hashing loss
-        w_adversarial: float = 1.0  # the full paper weights every term 1
+        w_adversarial: float = setting(1.0, at_least=0)  # the full paper weights every term 1
         # Two weights depart from "all 1", chosen on the validation split: with w_entropy 1 every output saturates
         # before the codes carry any structure; a near-orthonormal hash layer (w_independent 100) helps
-        w_entropy: float = 0.1  # minimum-entropy bits
-        w_uniform: float = 1.0  # uniform-frequency bits
-        w_consistent: float = 1.0  # consistent bits
-        w_independent: float = 100.0  # independent bits
-        w_collaborative: float = 1.0  # collaborative loss (see collab_decay_start)
+        w_entropy: float = setting(0.1, at_least=0)  # minimum-entropy bits
+        w_uniform: float = setting(1.0, at_least=0)  # uniform-frequency bits
+        w_consistent: float = setting(1.0, at_least=0)  # consistent bits
+        w_independent: float = setting(100.0, at_least=0)  # independent bits
+        w_collaborative: float = setting(1.0, at_least=0)  # collaborative loss (see collab_decay_start)
         # The weights above hold for codes of up to this many bits; longer codes scale the per-bit terms by
         # weights_for_bits / K and the K x K Gram term by its square, so that the hashing loss presses on the trunk
         # shared with D as at this length (as given, 64-bit codes can collapse to one code). 0: as given.
-        weights_for_bits: int = 32
+        weights_for_bits: int = setting(32, at_least=0)
         # From this fraction of the epochs on, w_collaborative falls linearly towards 0 at the end (as the rate
         # under lr_decay_start): E needs the term early, but late it ties E's codes to whatever G makes of b'.
         # 1: constant (the paper gives no schedule)
-        collab_decay_start: float = 0.34
-        noise_dim: int = 100  # Improved-GAN's uniform noise beside b' (10 did better at 16 bits: see the docs page)
+        collab_decay_start: float = setting(0.34, above=0, at_most=1)
+        # Improved-GAN's uniform noise beside b' (10 did better at 16 bits: see the docs page); 0: G sees b' alone
+        noise_dim: int = setting(100, at_least=0)
         epochs: int = 30  # at most (not published); the epoch kept is chosen on the validation split
         select_every: int = 1  # epochs between validation checks
         batch_size: int = 100  # Improved-GAN
-        lr: float = 3e-4  # Improved-GAN (Adam)
-        beta1: float = 0.5  # Improved-GAN (Adam)
+        lr: float = setting(3e-4, above=0)  # Improved-GAN (Adam)
+        beta1: float = setting(0.5, at_least=0, below=1)  # Improved-GAN (Adam)
         # From this fraction of the epochs on, the rate falls linearly towards 0 at the end (not published for
         # HashGAN). 1: constant, as Improved-GAN's MNIST script; its CIFAR-10 script decays over the last third
-        lr_decay_start: float = 1.0
+        lr_decay_start: float = setting(1.0, above=0, at_most=1)
         # Improved-GAN's data-dependent init of the weight-normed D/E trunk (see data_dependent_init): from torch's
         # default the MLP trunk's activations shrink layer by layer, so E's first outputs hardly differ by image
         data_init: bool = True
         # Epochs of adversarial training alone before the hashing and collaborative terms join, so that they start
         # on features D has learnt (the public port: the first 10 %). 0: from the first step, as far as the paper says
-        hash_warmup_epochs: int = 0
+        hash_warmup_epochs: int = setting(0, at_least=0)
         # > 0: encode with an exponential moving average of D/E's weights (Improved-GAN encodes with one), which
         # smooths the adversarial game's step-to-step swings out of the codes. 0: the last weights (not published)
-        average_decay: float = 0.0
+        average_decay: float = setting(0.0, at_least=0, below=1)  # 1 would freeze the average at the first step
         # How the perturbed copy for consistent bits is made (not published). "affine": a small random rotation and
         # translation (the public port); "vat": IMSAT's virtual adversarial step (Hu et al., ICML 2017), whose
         # objective HashGAN's entropy, frequency and consistency terms restate
         perturbation: typing.Literal["affine", "vat"] = "affine"
         # IMSAT: a quarter of each image's distance to its 10th nearest neighbour, about 10 on MNIST in [-1, 1] (L2)
-        vat_eps: float = 2.5
-        vat_xi: float = 1.0  # size of the probe step that finds the direction
-        augment_degrees: float = 10.0  # perturbation="affine": rotation (the port: +-10 degrees)
-        augment_translate: float = 0.1  # and translation (the port: +-10 %)
+        vat_eps: float = setting(2.5, at_least=0)
+        vat_xi: float = setting(1.0, above=0)  # size of the probe step that finds the direction (0: no direction)
+        # perturbation="affine": rotation (the port: +-10 degrees)
+        augment_degrees: float = setting(10.0, at_least=0, at_most=180)
+        augment_translate: float = setting(0.1, at_least=0, at_most=1)  # and translation (the port: +-10 % of the size)
         augment_flip: bool = False  # horizontal flips: wrong for digits; try on natural images
-        triplet_margin: float = 1.0  # collab="triplet" only
+        triplet_margin: float = setting(1.0, at_least=0)  # collab="triplet" only
         # Clustering protocols only; the paper does not say how it clusters. False: the runner's k-means on the
         # codes, as for every method. True: a softmax head, one unit per cluster, on the shared trunk, trained for
         # confident and balanced assignments (the RIM/DEPICT objective of the same first author); clusters = argmax
         cluster_head: bool = False
-        w_cluster: float = 1.0  # weight of that head's loss
+        w_cluster: float = setting(1.0, at_least=0)  # weight of that head's loss
 
         def __post_init__(self):  # checked when the config is made: bench run fails before loading any data
             name = HashGANDizaji.name
-            if not 0 <= self.average_decay < 1:  # 1 would freeze the average at the first step; above 1 diverges
-                raise BenchError(f"{name}: average_decay={self.average_decay} must be in [0, 1) (0: no average)")
-            for field in ("lr_decay_start", "collab_decay_start"):
-                if not 0 < getattr(self, field) <= 1:
-                    raise BenchError(f"{name}: {field}={getattr(self, field)} must be in (0, 1] (1: no decay)")
             if self.hash_warmup_epochs and not (self.use_gan and self.hash_warmup_epochs < self.epochs):
                 raise BenchError(
                     f"{name}: hash_warmup_epochs={self.hash_warmup_epochs} needs use_gan=true and "

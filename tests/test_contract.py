@@ -11,7 +11,7 @@ from conftest import DIGITS, SCHEDULE, needs_cuda, smoke_fit
 
 from bench.data import load_split
 from bench.errors import BenchError
-from bench.method import TASKS, make_config
+from bench.method import RANGE, TASKS, Range, field_range, item_kind, make_config
 from bench.metrics import REAL_DISTANCE, evaluate, evaluate_real
 from bench.registry import get_registry
 from bench.runner import DEFAULT_VIEW, check_encoded
@@ -34,17 +34,65 @@ def test_declares_its_contract(cls):
     assert importlib.import_module(cls.__module__).__doc__, "the module docstring names the paper"
 
 
+def outside(kind, valid: Range) -> list:
+    """Values of ``kind`` that ``valid`` refuses: past each bound, NaN and inf for floats, an empty tuple and one
+    with an item outside, a string that is no Literal choice."""
+    if typing.get_origin(kind) is typing.Literal:
+        return ["not-a-choice"]
+    if typing.get_origin(kind) is tuple:
+        return [(), *((item,) for item in outside(item_kind(kind), valid))]
+    if kind not in (int, float):
+        return []
+    past = [valid.above, valid.at_least - 1 if valid.at_least is not None else None, valid.below]
+    past.append(valid.at_most + 1 if valid.at_most is not None else None)
+    nonfinite = [math.nan, math.inf, -math.inf] if kind is float else []
+    return [kind(v) for v in past if v is not None] + nonfinite
+
+
+def closed_bounds(kind, valid: Range) -> list:
+    """Values of ``kind`` on the bounds that ``valid`` admits (each Literal choice for a Literal)."""
+    if typing.get_origin(kind) is typing.Literal:
+        return list(typing.get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        return [(item,) for item in closed_bounds(item_kind(kind), valid)]
+    if kind not in (int, float):
+        return []
+    return [kind(v) for v in (valid.at_least, valid.at_most) if v is not None]
+
+
+def as_text(value) -> str:
+    """A value as ``--set KEY=VALUE`` writes it."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 @pytest.mark.parametrize("cls", ALL_METHODS, ids=lambda c: c.name)
-def test_counts_below_their_minimum_fail_with_the_field_and_its_bound(cls):
-    """Integer Config fields are counts: 0 (or -1 where 0 is meaningful) is refused before any work, by name."""
+def test_defaults_and_recipes_lie_in_their_ranges(cls):
     hints = typing.get_type_hints(cls.Config)
-    counts = [f.name for f in dataclasses.fields(cls.Config) if hints[f.name] is int]
-    assert set(cls.zero_allowed) <= set(counts), "zero_allowed names integer Config fields"
-    for key in counts:
-        bad, low = (-1, 0) if key in cls.zero_allowed else (0, 1)
-        with pytest.raises(BenchError, match=rf"{key}={bad} must be an integer >= {low}"):
-            make_config(cls, {key: str(bad)})
-        make_config(cls, {key: str(low)})  # the bound itself is accepted
+    numeric = [f.name for f in dataclasses.fields(cls.Config) if item_kind(hints[f.name]) in (int, float)]
+    stated = [f.name for f in dataclasses.fields(cls.Config) if RANGE in f.metadata]
+    assert set(stated) <= set(numeric), "setting() ranges are for numbers and tuples of numbers"
+    make_config(cls, dataclasses.asdict(cls.Config()))  # every default, checked as an override
+    for recipe in cls.recipes.values():
+        make_config(cls, recipe)
+
+
+@pytest.mark.parametrize("cls", ALL_METHODS, ids=lambda c: c.name)
+def test_config_values_outside_their_range_fail_naming_field_value_and_range(cls):
+    """Every field of every Config: values past its range (as --set text and as Python values) are refused with
+    one line naming the method, the field, the value and what it must be; its closed bounds are accepted."""
+    hints = typing.get_type_hints(cls.Config)
+    for key in (f.name for f in dataclasses.fields(cls.Config)):
+        kind, valid = hints[key], field_range(cls.Config, key)
+        for bad in outside(kind, valid):
+            for given in (bad, as_text(bad)):
+                with pytest.raises(BenchError) as refused:
+                    make_config(cls, {key: given})
+                message = str(refused.value)
+                assert message.startswith(f"{cls.name}: ") and "\n" not in message
+                assert key in message and repr(bad) in message and str(valid) in message, message
+        for good in closed_bounds(kind, valid):
+            assert getattr(make_config(cls, {key: as_text(good)}), key) == good
+            assert getattr(make_config(cls, {key: good}), key) == good
 
 
 def schedule_steps(config, n_train: int) -> dict:
