@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.data import PROTOCOLS, load_split
-from bench.method import FitContext, make_config, seeded
+from bench.method import FitContext, field_range, make_config, seeded
 
 # The read-only data shipped beside the checkout (CI clones with shared/ beside it), or the user's own root.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -42,13 +42,20 @@ def results_dir(tmp_path):
 SCHEDULE = re.compile(r"(^|_)(iter|iterations|epochs|sweeps|passes|steps|rounds)$")
 
 
+def least_count(allowed) -> int:
+    """The smallest integer a count's range (``bench.method.Range``) admits."""
+    if allowed.at_least is not None:
+        return int(allowed.at_least)
+    return int(allowed.above) + 1 if allowed.above is not None else 1
+
+
 def shortest_schedule(cls) -> dict:
-    """The smoke config with every training-loop count at the least its Config accepts (0 where zero is allowed,
-    else 1): enough for what does not need a trained model (the shape and dtype of the codes, seeding), in a
-    fraction of a smoke fit."""
+    """The smoke config with every training-loop count at the least its Config accepts (0 where zero means "no
+    such stage", else 1): enough for what needs no trained model (the shape and dtype of the codes, seeding),
+    in a fraction of a smoke fit."""
     hints = typing.get_type_hints(cls.Config)
     counts = {
-        f.name: 0 if f.name in cls.zero_allowed else 1
+        f.name: least_count(field_range(cls.Config, f.name))
         for f in dataclasses.fields(cls.Config)
         if SCHEDULE.search(f.name) and hints[f.name] is int
     }
