@@ -17,6 +17,44 @@ from tabulate import tabulate
 from bench.errors import BenchError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, as ``bench: error: ...`` is (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}; got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}; got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count of items, repeats, workers, a cut-off)."""
+    return _integer(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0 (a radius, a number of loader processes)."""
+    return _integer(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text}")
+    return value
+
+
 def _results_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", help="results folder (default: $HASHBENCH_RESULTS, else ./results)")
 
@@ -43,14 +81,14 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--gpus-per-cell",
-        type=float,
+        type=positive_float,
         help="ray: GPUs a deep-method cell asks for when the cluster has GPUs (fractions share one; default 1)",
     )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="hashbench: run, score and tabulate hashing methods")
+    parser = Parser(prog="bench", description="hashbench: run, score and tabulate hashing methods")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("list", help="methods, datasets/protocols and tables")
@@ -71,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a Config field (over the recipe)"
     )
     p.add_argument("--input", help="input view (default: pixels for vector methods, images for image methods)")
-    p.add_argument("--force", action="store_true", help="rerun cells already stored")
+    p.add_argument(
+        "--force", action="store_true", help="rerun cells already stored, from scratch (training checkpoints discarded)"
+    )
     p.add_argument(
         "--keep-going", action="store_true", help="run every cell even when some fail; list the failures at the end"
     )
@@ -95,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score codes from anywhere: an .npz with query_codes, db_codes, query_labels, db_labels"
     )
     p.add_argument("codes", help="the .npz file")
-    p.add_argument("--topk", nargs="+", type=int, default=[1000], help="cutoffs K for map@K (default: 1000)")
-    p.add_argument("--radius", type=int, default=2, help="Hamming radius for p@h<=R (default: 2)")
+    p.add_argument("--topk", nargs="+", type=positive_int, default=[1000], help="cutoffs K for map@K (default: 1000)")
+    p.add_argument("--radius", type=non_negative_int, default=2, help="Hamming radius for p@h<=R (default: 2)")
     p.add_argument("--curves", action="store_true", help="include the PR and P@N curves")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
@@ -144,17 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     _results_option(p)
 
     p = sub.add_parser("bench-eval", help="time the evaluator against the per-query argsort reference")
-    p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--database", type=int, default=54000)
-    p.add_argument("--bits", type=int, default=64)
-    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--queries", type=positive_int, default=1000)
+    p.add_argument("--database", type=positive_int, default=54000)
+    p.add_argument("--bits", type=positive_int, default=64)
+    p.add_argument("--classes", type=positive_int, default=10)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--no-reference", action="store_true", help="time only ours (for sizes the reference cannot handle)")
 
     p = sub.add_parser("bench-executors", help="time a 24-cell shallow grid on the local executor against a local Ray")
     _data_options(p)
-    p.add_argument("--workers", type=int, default=2, help="Ray worker CPUs (default: 2)")
+    p.add_argument("--workers", type=positive_int, default=2, help="Ray worker CPUs (default: 2)")
 
     p = sub.add_parser(
         "bench-loader",
@@ -164,15 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     _data_options(p)
     p.add_argument("--dataset", default="cifar10-cao2018", help="protocol whose training set is used")
     p.add_argument("--backbone", default="small_cnn", help="small_cnn, alexnet or vgg16 (default: small_cnn)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--iterations", type=int, help="steps to time (default: one epoch)")
-    p.add_argument("--workers", type=int, default=4, help="DataLoader worker processes (default: 4)")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--iterations", type=positive_int, help="steps to time (default: one epoch)")
+    p.add_argument(
+        "--workers", type=non_negative_int, default=4, help="DataLoader worker processes (default: 4; 0: in process)"
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # a bad flag (its one line printed) or --help: the status, also when called in-process
+        return done.code
     try:
         return COMMANDS[args.command](args) or 0
     except BenchError as e:
@@ -370,8 +415,13 @@ def cmd_table(args) -> None:
     text = render(get_registry().table(args.name), args.format, args.results, args.recipe)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text)
+        except (FileExistsError, NotADirectoryError):
+            raise BenchError(f"cannot write the table to --out {args.out}: a file is in its way") from None
+        except OSError as error:
+            raise BenchError(f"cannot write the table to --out {args.out}: {error.strerror or error}") from None
 
 
 def cmd_plot(args) -> None:

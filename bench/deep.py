@@ -11,7 +11,9 @@ import copy
 import dataclasses
 import math
 import os
+import pickle
 import typing
+import warnings
 from pathlib import Path
 
 import torch
@@ -285,9 +287,19 @@ class Checkpoint:
         self.path = Path(path) if path else None
 
     def load(self, device) -> dict | None:
+        """The saved state, or None when there is none. A file that is not one (truncated by a full disk, say) is
+        warned about and removed: the fit starts afresh."""
         if self.path is None or not self.path.exists():
             return None
-        return torch.load(self.path, map_location=device, weights_only=False)
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=False)
+            if not isinstance(state, dict):
+                raise ValueError(f"holds a {type(state).__name__}, not a training state")
+        except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
+            warnings.warn(f"discarding unusable checkpoint {self.path} ({error}); training from scratch", stacklevel=2)
+            self.path.unlink(missing_ok=True)
+            return None
+        return state
 
     def save(self, state: dict) -> None:
         if self.path is None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench import progress
 from bench.errors import BenchError, unknown
-from bench.results import default_results_dir, write_record
+from bench.results import check_writable, default_results_dir, store_record
 from bench.runner import Cell, Plan, compute_record, prepare, read_stored
 
 EXECUTORS = ("local", "ray")
@@ -90,11 +90,13 @@ def execute(
     download: bool = False,
     log=print,
 ) -> list[Outcome]:
-    """Run the plans not stored yet (all of them with ``force``) on ``executor``, one outcome per plan in order.
-    ``log`` gets one line per cell (a tqdm bar on a terminal when ``log`` is None)."""
+    """Run the plans not stored yet (all of them with ``force``, trained from scratch) on ``executor``, one
+    outcome per plan in order. ``log`` gets one line per cell (a tqdm bar on a terminal when ``log`` is None).
+    A results folder that cannot take records is refused before any cell runs."""
     if executor not in EXECUTORS:
         raise unknown("executor", executor, EXECUTORS)
     results_dir = Path(results_dir or default_results_dir())
+    check_writable(results_dir)
     outcomes = {}
     todo = []
     for plan in plans:
@@ -106,7 +108,7 @@ def execute(
     report = Report(len(plans), log)
     for o in outcomes.values():
         report(o)
-    options = {"device": device, "data_root": data_root, "download": download}
+    options = {"device": device, "data_root": data_root, "download": download, "fresh": force}
     try:
         if executor == "local" or not todo:
             ran = _run_local(todo, results_dir, force, keep_going, options, report)
@@ -187,7 +189,7 @@ def _run_local(plans, results_dir, force, keep_going, options, report) -> list[O
         try:
             outcome = Outcome(plan, "stored", stored) if stored is not None else _compute(plan, options)
             if outcome.status == "ran":
-                write_record(plan.record_path(results_dir), outcome.record)
+                outcome = _store(outcome, results_dir)
         finally:
             lock.release()
         report(outcome)
@@ -195,6 +197,15 @@ def _run_local(plans, results_dir, force, keep_going, options, report) -> list[O
         if outcome.status == "failed" and not keep_going:
             raise BenchError(f"{plan.cell.label()}: {outcome.error}")
     return outcomes
+
+
+def _store(outcome: Outcome, results_dir: Path) -> Outcome:
+    """The ran outcome with its record written, or failed with the line saying where the record went instead."""
+    try:
+        store_record(outcome.plan.record_path(results_dir), outcome.record)
+    except BenchError as error:
+        return Outcome(outcome.plan, "failed", error=str(error), seconds=outcome.seconds)
+    return outcome
 
 
 def _compute(plan: Plan, options: dict) -> Outcome:
@@ -217,7 +228,7 @@ def _compute(plan: Plan, options: dict) -> Outcome:
 class CellWorker:
     """A Ray actor for the cells of one protocol and input view: its process keeps their split loaded."""
 
-    def __init__(self, device: str | None, data_root, download: bool):
+    def __init__(self, device: str | None, data_root, download: bool, fresh: bool):
         import torch
 
         # Ray sets OMP_NUM_THREADS to the CPUs it assigned a worker; torch's pool follows it, so workers that
@@ -225,7 +236,7 @@ class CellWorker:
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1)))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU only where Ray assigned one
-        self.options = {"device": device, "data_root": data_root, "download": download}
+        self.options = {"device": device, "data_root": data_root, "download": download, "fresh": fresh}
 
     def run(self, cell: Cell) -> tuple:
         outcome = _compute(prepare(cell), self.options)
@@ -271,7 +282,9 @@ def _run_ray(plans, results_dir, force, keep_going, options, report, address, gp
         slots = cluster.get("GPU", 0) / wanted["num_gpus"] if wanted["num_gpus"] else cluster.get("CPU", 1)
         n = max(1, min(len(members), math.ceil(int(slots) * len(members) / len(plans))))
         idle[key] = [
-            worker.options(**wanted).remote(options["device"], options["data_root"], options["download"])
+            worker.options(**wanted).remote(
+                options["device"], options["data_root"], options["download"], options["fresh"]
+            )
             for _ in range(n)
         ]
     queues = {key: collections.deque(members) for key, members in groups.items()}
@@ -324,6 +337,5 @@ def _run_ray(plans, results_dir, force, keep_going, options, report, address, gp
             status, record, error, seconds = ray.get(ref)
         except ray.exceptions.RayError as e:  # the worker died again after Ray's one retry of the cell
             status, record, error, seconds = "failed", None, f"worker lost: {one_line(e)}", 0.0
-        if status == "ran":
-            write_record(plan.record_path(results_dir), record)
-        finish(Outcome(plan, status, record, error, seconds), lock)
+        outcome = Outcome(plan, status, record, error, seconds)
+        finish(_store(outcome, results_dir) if status == "ran" else outcome, lock)

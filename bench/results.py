@@ -7,6 +7,7 @@ never touch the same file, and two writing the same cell replace one complete fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+
+from bench.errors import BenchError
 
 SCHEMA_VERSION = 2
 RESULTS_ENV = "HASHBENCH_RESULTS"
@@ -53,27 +56,104 @@ def write_record(path: Path, record: dict) -> None:
         raise
 
 
+def store_record(path: Path, record: dict) -> None:
+    """``write_record``, and where that fails (a folder made read-only or a disk filled during the run), the record
+    kept in the cache folder instead, so the run's hours are not lost: a BenchError names both places."""
+    try:
+        write_record(path, record)
+        return
+    except OSError as error:
+        failure = f"cannot write the record {path} ({error.strerror or error})"
+    from bench.data import cache_dir  # here: bench.data is heavy, and only this rare path needs it
+
+    fallback = cache_dir() / "unsaved-records" / Path(path).name
+    try:
+        write_record(fallback, record)
+    except OSError as error:
+        raise BenchError(f"{failure}; nor at {fallback} ({error.strerror or error}): the record is lost") from None
+    raise BenchError(f"{failure}; it is saved at {fallback} instead (move it into {Path(path).parent})")
+
+
+def check_writable(results_dir: Path | str) -> None:
+    """Refuse a results folder that cannot take records (a file, read-only, a full disk) before any cell runs, by
+    writing, syncing and removing a small file where the records go. Folders made for the probe are removed with
+    it: a run that stores nothing leaves no trace."""
+    runs = Path(results_dir) / "runs"
+    made = [d for d in (runs, *runs.parents) if not d.exists()]
+    problem = None
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=runs, prefix=".probe-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\0" * 4096)  # an empty file needs no free block: a full disk shows only on a write
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            Path(probe).unlink(missing_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        problem = "a file is in the way: it is not a folder"
+    except OSError as error:
+        problem = error.strerror or str(error)
+    finally:
+        for folder in made:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    if problem is not None:
+        raise BenchError(
+            f"results folder {results_dir} cannot take records ({problem}); choose another with --results "
+            f"or ${RESULTS_ENV}"
+        )
+
+
+# What the tables and the runner read of every record: a file without them is not a usable record.
+REQUIRED_FIELDS = (
+    "run_id",
+    "method",
+    "config_hash",
+    "protocol",
+    "input",
+    "n_bits",
+    "seed",
+    "evaluation",
+    "metrics",
+    "timings",
+    "environment",
+    "created",
+)
+
+
+def read_record(path: Path) -> dict:
+    """The record stored at ``path``, of the current schema (one of schema 1 is migrated in memory, with a warning:
+    ``bench migrate`` rewrites the file). Raises ValueError for a truncated or corrupt file, one of another schema
+    version or one lacking a field, and OSError for one that cannot be read."""
+    record = json.loads(Path(path).read_text())
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON {type(record).__name__}, not a record")
+    if record.get("schema_version") == 1:
+        record = migrate_v1(record)
+        warnings.warn(
+            f"run record {path} has schema version 1; read as version {SCHEMA_VERSION} (bench migrate rewrites it)",
+            stacklevel=3,
+        )
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"schema version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    absent = [k for k in REQUIRED_FIELDS if k not in record]
+    if absent:
+        raise ValueError(f"no {', '.join(absent)}")
+    return record
+
+
 def read_records(results_dir: Path | str | None = None) -> list[dict]:
-    """Every readable record under ``results_dir/runs``. Unreadable files are skipped with a warning naming them;
-    a record of schema version 1 is migrated in memory with a warning (``bench migrate`` rewrites the files)."""
+    """Every usable record under ``results_dir/runs`` (``read_record``). A file that is not one (unreadable,
+    truncated, of another schema) is skipped with a warning naming it, as ``bench run`` treats it as missing."""
     runs = Path(results_dir or default_results_dir()) / "runs"
     records = []
     for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
         try:
-            record = json.loads(path.read_text())
-            if record.get("schema_version") == 1:
-                record = migrate_v1(record)
-                warnings.warn(
-                    f"run record {path} has schema version 1; read as version {SCHEMA_VERSION} "
-                    f"(bench migrate rewrites it)",
-                    stacklevel=2,
-                )
-            if record.get("schema_version") != SCHEMA_VERSION:
-                raise ValueError(f"schema version {record.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+            records.append(read_record(path))
         except (OSError, ValueError, KeyError) as e:
-            warnings.warn(f"skipping unreadable run record {path}: {e}", stacklevel=2)
-            continue
-        records.append(record)
+            warnings.warn(f"skipping unusable run record {path}: {e}", stacklevel=2)
     return records
 
 

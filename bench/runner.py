@@ -10,7 +10,8 @@ cell of a grid, skipping cells already stored.
 from __future__ import annotations
 
 import dataclasses
-import json
+import hashlib
+import inspect
 import platform
 import subprocess
 import sys
@@ -26,7 +27,15 @@ from bench.data import cache_dir, load_split
 from bench.errors import BenchError
 from bench.method import KMEANS_N_INIT, FitContext, kmeans, seeded
 from bench.registry import get_registry
-from bench.results import SCHEMA_VERSION, default_results_dir, identity_of, record_path, run_id, write_record
+from bench.results import (
+    SCHEMA_VERSION,
+    default_results_dir,
+    identity_of,
+    read_record,
+    record_path,
+    run_id,
+    store_record,
+)
 
 MAX_BITS = 1024
 DEFAULT_VIEW = {"vectors": "pixels", "images": "images"}
@@ -165,11 +174,28 @@ def n_clusters(split) -> int:
     return int(torch.unique(split.y_train).numel())
 
 
-def fit_method(plan: Plan, *, device="cpu", data_root=None, download=False):
+def code_version(cls) -> str:
+    """A hash of the source file that defines ``cls``: a checkpoint made by other code of the method is not
+    resumed (its training may differ), it is trained afresh."""
+    source = inspect.getsourcefile(cls)
+    return hashlib.sha1(Path(source).read_bytes()).hexdigest()[:10] if source else "unknown"
+
+
+def checkpoint_path(plan: Plan) -> Path:
+    """Where the plan's resumable training state lives: the cache folder, keyed by the cell's run id and the
+    method's code version."""
+    return cache_dir() / "checkpoints" / f"{plan.record_path(Path()).stem}-code{code_version(plan.cls)}.pt"
+
+
+def fit_method(plan: Plan, *, device="cpu", data_root=None, download=False, fresh=False):
     """The plan's method fitted as a run fits it (same seed, labels, validation split and checkpoint, so a deep
-    method whose run finished here resumes at its end instead of training again). Returns (method, split, fit
-    seconds); ``bench plot`` uses it to get codes and samples without storing a record."""
+    method whose run was interrupted, or finished here, resumes where it stopped). ``fresh``: train from scratch,
+    discarding the checkpoint (``--force``). Returns (method, split, fit seconds); ``bench plot`` uses it to get
+    codes and samples without storing a record."""
     cls, protocol = plan.cls, plan.protocol
+    checkpoint = checkpoint_path(plan) if cls.uses_validation else None
+    if fresh and checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     split = load_split(protocol, plan.view, device, str(data_root) if data_root else None, download)
     labels = None if cls.supervision == "none" else split.y_train
     context = FitContext(
@@ -178,7 +204,7 @@ def fit_method(plan: Plan, *, device="cpu", data_root=None, download=False):
         # a labelled sample apart from the database: the rest, without labels
         unlabelled=split.x_database if cls.uses_unlabelled and split.x_train is not split.x_database else None,
         n_clusters=n_clusters(split) if protocol.task == "clustering" else None,
-        checkpoint=cache_dir() / "checkpoints" / f"{plan.record_path(Path()).stem}.pt" if cls.uses_validation else None,
+        checkpoint=checkpoint,
     )
     method = cls(plan.n_bits, plan.config, device=device, seed=plan.cell.seed)
     t0 = time.perf_counter()
@@ -195,32 +221,30 @@ def read_stored(plan: Plan, results_dir) -> dict | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
-        if record.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"schema version {record.get('schema_version')!r}, not {SCHEMA_VERSION}")
-    except (OSError, ValueError) as error:
+        return read_record(path)
+    except (OSError, ValueError, KeyError) as error:
         warnings.warn(f"{path}: unusable stored record ({error}); the cell runs again", stacklevel=2)
         return None
-    return record
 
 
 def run_cell(
     cell: Cell | Plan, *, device="cpu", results_dir=None, data_root=None, download=False, force=False
 ) -> tuple[dict, bool]:
-    """Run one cell and store its record. Returns (record, ran); ran is False when it was already stored."""
+    """Run one cell and store its record. Returns (record, ran); ran is False when it was already stored.
+    ``force``: run it again from scratch, its training checkpoint discarded."""
     plan = cell if isinstance(cell, Plan) else prepare(cell)
     stored = None if force else read_stored(plan, results_dir)
     if stored is not None:
         return stored, False
-    record = compute_record(plan, device=device, data_root=data_root, download=download)
-    write_record(plan.record_path(results_dir), record)
+    record = compute_record(plan, device=device, data_root=data_root, download=download, fresh=force)
+    store_record(plan.record_path(results_dir), record)
     return record, True
 
 
-def compute_record(plan: Plan, *, device="cpu", data_root=None, download=False) -> dict:
-    """Fit, encode, score: the plan's record, not yet stored (an executor's worker returns it to the driver,
-    which writes it)."""
-    method, split, fit_s = fit_method(plan, device=device, data_root=data_root, download=download)
+def compute_record(plan: Plan, *, device="cpu", data_root=None, download=False, fresh=False) -> dict:
+    """Fit (``fresh``: from scratch, see ``fit_method``), encode, score: the plan's record, not yet stored (an
+    executor's worker returns it to the driver, which writes it)."""
+    method, split, fit_s = fit_method(plan, device=device, data_root=data_root, download=download, fresh=fresh)
     protocol, cls = plan.protocol, plan.cls
     score = _retrieval if protocol.task == "retrieval" else _clustering
     evaluation, encode_s, evaluate_s = score(method, split, plan, device)

@@ -76,6 +76,15 @@ def test_bad_input_is_one_clear_line(capsys, results_dir, argv, message):
     assert not (results_dir / "runs").exists()
 
 
+def test_table_warns_about_an_unusable_record_by_name_and_renders_without_it(capsys, results_dir):
+    bad = results_dir / "runs" / "itq_digits_pixels_16b_s0_0123456789ab.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(json.dumps({"schema_version": 99, "method": "itq", "metrics": {"map": 0.99}}))
+    with pytest.warns(UserWarning, match=f"skipping unusable run record .*{bad.name}: schema version 99"):
+        code, out, err = run(capsys, "table", "dizaji2018-table1", "--results", results_dir)
+    assert code == 0 and "| ITQ" in out and "99.00" not in out
+
+
 def run_itq_on_mnist(capsys, data_root):
     """bench run of ITQ on MNIST read from ``data_root``, results beside it."""
     job = "run --method itq --dataset mnist-dizaji2018".split()

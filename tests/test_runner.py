@@ -1,21 +1,26 @@
 """Running, storing and loading: records, skipping, atomicity, concurrency, and what a bad run leaves behind."""
 
 import dataclasses
+import errno
+import hashlib
+import inspect
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from bench import Method, binarize
+from bench import Method, binarize, executors, results
+from bench.deep import Checkpoint
 from bench.errors import BenchError
-from bench.executors import run_grid
+from bench.executors import execute, run_grid
 from bench.recipes import config_hash
 from bench.registry import get_registry
 from bench.results import SCHEMA_VERSION, identity_of, load_results, read_records, run_id, write_record
-from bench.runner import Cell, run_cell
+from bench.runner import Cell, checkpoint_path, code_version, prepare, run_cell
 
 KEYS = {
     "schema_version",
@@ -124,15 +129,141 @@ def test_stored_cells_are_skipped_unless_forced(results_dir):
     assert ran_forced and forced["metrics"] == first["metrics"] and forced["created"] >= first["created"]
 
 
-def test_a_resumed_fit_keeps_its_partial_time_apart_from_full_fits(results_dir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_an_interrupted_deep_run_resumes_and_force_trains_from_scratch(results_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))  # the training checkpoint goes there
     cell = Cell("hashgan-dizaji", "digits", 8, 0, overrides=(("epochs", 1), ("batch_size", 64)))
     fresh, _ = run_cell(cell, results_dir=results_dir)
-    resumed, _ = run_cell(cell, results_dir=results_dir, force=True)  # resumes at the checkpoint's last epoch
+    prepare(cell).record_path(results_dir).unlink()  # killed before its record was written: the checkpoint is left
+    resumed, _ = run_cell(cell, results_dir=results_dir)  # resumes at the checkpoint's last epoch
+    forced, _ = run_cell(cell, results_dir=results_dir, force=True)
     assert fresh["training"]["resumed_from_epoch"] == 0 and "fit_s" in fresh["timings"]
     assert resumed["training"]["resumed_from_epoch"] == 1
     assert "fit_s" not in resumed["timings"] and "fit_resumed_s" in resumed["timings"]
     assert resumed["metrics"]["map"] == pytest.approx(fresh["metrics"]["map"])  # same model, restored
+    assert forced["training"]["resumed_from_epoch"] == 0 and "fit_s" in forced["timings"]
+    assert forced["metrics"]["map"] == pytest.approx(fresh["metrics"]["map"])  # trained again, to the same model
+
+
+def test_a_checkpoint_is_keyed_by_cell_and_method_code_and_force_discards_it(results_dir, tmp_path, monkeypatch):
+    """dh (a uses_validation method) with its fit replaced by one that notes whether a checkpoint awaits it."""
+    from baselines.dh import DH
+
+    monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))
+    awaiting = []
+
+    def noting_fit(self, x, y=None, context=None):
+        awaiting.append(context.checkpoint.exists())
+        raise BenchError("fit stopped by the test")
+
+    monkeypatch.setattr(DH, "fit", noting_fit)
+    plan = prepare(Cell("dh", "digits", 8, 0))
+    path = checkpoint_path(plan)
+    source = Path(inspect.getsourcefile(DH)).read_bytes()
+    assert path.name == f"{plan.record_path(Path()).stem}-code{hashlib.sha1(source).hexdigest()[:10]}.pt"
+    assert code_version(DH) != code_version(get_registry().method("hashgan-dizaji"))
+    for force in (False, True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"an interrupted run's state")
+        (outcome,) = execute([plan], force=force, results_dir=results_dir, log=lambda s: None)
+        assert outcome.status == "failed" and "fit stopped by the test" in outcome.error
+    assert awaiting == [True, False]  # resumed from it; --force: removed before the fit
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04 truncated zip"])
+def test_a_corrupt_checkpoint_is_warned_about_by_path_and_discarded(tmp_path, content):
+    path = tmp_path / "cell.pt"
+    path.write_bytes(content)
+    with pytest.warns(UserWarning, match=f"discarding unusable checkpoint {path}"):
+        assert Checkpoint(path).load("cpu") is None
+    assert not path.exists()
+
+
+LSH = Cell("lsh", "digits", 8, 0)
+UNUSABLE = {
+    "truncated": '{"schema_version": 2, "run_id": "ab',
+    "another schema": json.dumps({"schema_version": 99, "run_id": "x"}),
+    "not a record": "[1, 2]",
+    "a field missing": json.dumps({"schema_version": SCHEMA_VERSION, "run_id": "x"}),
+}
+
+
+@pytest.mark.parametrize("content", UNUSABLE.values(), ids=UNUSABLE.keys())
+def test_an_unusable_stored_record_is_warned_about_and_its_cell_runs_again(results_dir, content):
+    (first,) = run_grid([LSH], results_dir=results_dir, log=lambda s: None)
+    path = prepare(LSH).record_path(results_dir)
+    path.write_text(content)
+    with pytest.warns(UserWarning, match=f"{path.name}: unusable stored record"):
+        (again,) = run_grid([LSH], results_dir=results_dir, log=lambda s: None)
+    assert again["created"] >= first["created"] and again["metrics"] == first["metrics"]
+    assert json.loads(path.read_text()) == again  # replaced
+
+
+def test_the_tables_warn_about_and_drop_the_record_the_runner_would_rerun(results_dir):
+    run_grid([LSH, dataclasses.replace(LSH, n_bits=16)], results_dir=results_dir, log=lambda s: None)
+    path = prepare(LSH).record_path(results_dir)
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"schema_version": 99}))
+    with pytest.warns(UserWarning, match=f"skipping unusable run record .*{path.name}: schema version 99"):
+        assert [r["n_bits"] for r in read_records(results_dir)] == [16]
+
+
+def test_a_results_path_that_is_a_file_is_refused_before_any_cell_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(executors, "compute_record", _no_fit)
+    path = tmp_path / "results"
+    path.write_text("a file, not a folder")
+    with pytest.raises(BenchError, match=f"results folder {path} cannot take records .*not a folder"):
+        run_grid([LSH], results_dir=path, log=lambda s: None)
+    assert path.read_text() == "a file, not a folder"
+
+
+def test_a_read_only_results_folder_is_refused_before_any_cell_runs(results_dir, monkeypatch):
+    monkeypatch.setattr(executors, "compute_record", _no_fit)
+    results_dir.mkdir()
+    results_dir.chmod(0o500)
+    try:
+        if os.access(results_dir, os.W_OK):
+            pytest.skip("running as root: a read-only mode does not stop writes")
+        with pytest.raises(BenchError, match="cannot take records \\(Permission denied\\)"):
+            run_grid([LSH], results_dir=results_dir, log=lambda s: None)
+    finally:
+        results_dir.chmod(0o700)
+    assert os.listdir(results_dir) == []
+
+
+def test_a_full_disk_is_refused_before_any_cell_runs(results_dir, monkeypatch):
+    monkeypatch.setattr(executors, "compute_record", _no_fit)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(BenchError, match=f"cannot take records \\({os.strerror(errno.ENOSPC)}\\)"):
+        run_grid([LSH], results_dir=results_dir, log=lambda s: None)
+    assert not results_dir.exists()  # the probe removed, and the folders made for it
+
+
+def test_a_record_that_cannot_be_written_at_the_end_is_kept_in_the_cache_and_named(results_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHBENCH_CACHE", str(tmp_path / "cache"))
+    write = results.write_record
+    attempts = []
+
+    def fails_once(path, record):
+        attempts.append(path)
+        if len(attempts) == 1:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        write(path, record)
+
+    monkeypatch.setattr(results, "write_record", fails_once)
+    (outcome,) = execute([prepare(LSH)], results_dir=results_dir, log=lambda s: None)
+    fallback = tmp_path / "cache" / "unsaved-records" / prepare(LSH).record_path(results_dir).name
+    assert outcome.status == "failed" and outcome.error.count("\n") == 0
+    assert f"saved at {fallback} instead" in outcome.error and os.strerror(errno.EROFS) in outcome.error
+    assert json.loads(fallback.read_text())["run_id"] == prepare(LSH).run_id
+    assert not prepare(LSH).record_path(results_dir).exists()
+
+
+def _no_fit(*args, **kwargs):
+    raise AssertionError("a cell ran although the results folder cannot take its record")
 
 
 def test_a_killed_write_leaves_no_partial_record(results_dir, monkeypatch):
