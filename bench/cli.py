@@ -456,8 +456,11 @@ def cmd_plot(args) -> None:
 
 
 def cmd_migrate(args) -> None:
-    from bench.results import migrate
+    from bench.results import default_results_dir, migrate
 
+    folder = Path(args.results or default_results_dir())
+    if folder.exists() and not folder.is_dir():
+        raise BenchError(f"results folder {folder} is a file, not a folder of run records")
     print(f"{migrate(args.results)} record(s) rewritten")
 
 

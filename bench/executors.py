@@ -124,14 +124,16 @@ class Report:
     """One line per finished cell, to ``log`` (or a progress bar over the cells when ``log`` is None)."""
 
     def __init__(self, total: int, log):
-        self.log = log
+        self.log, self.total, self.done = log, total, 0
         self.bar = progress.CellProgress(total) if log is None else None
 
     def __call__(self, outcome: Outcome) -> None:
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {outcome.line()}"
         if self.bar is not None:
-            self.bar.finished(outcome.line())
+            self.bar.finished(line)
         else:
-            self.log(outcome.line())
+            self.log(line)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -192,11 +194,17 @@ def _run_local(plans, results_dir, force, keep_going, options, report) -> list[O
                 outcome = _store(outcome, results_dir)
         finally:
             lock.release()
-        report(outcome)
-        outcomes.append(outcome)
-        if outcome.status == "failed" and not keep_going:
-            raise BenchError(f"{plan.cell.label()}: {outcome.error}")
+        _record(outcome, outcomes, report, keep_going)
     return outcomes
+
+
+def _record(outcome: Outcome, outcomes: list, report, keep_going: bool) -> None:
+    """Report and keep a finished cell; without ``keep_going`` a failure is raised instead (its one line is
+    then the command's error)."""
+    if outcome.status == "failed" and not keep_going:
+        raise BenchError(f"{outcome.plan.cell.label()}: {outcome.error}")
+    report(outcome)
+    outcomes.append(outcome)
 
 
 def _store(outcome: Outcome, results_dir: Path) -> Outcome:
@@ -296,10 +304,7 @@ def _run_ray(plans, results_dir, force, keep_going, options, report, address, gp
 
     def finish(outcome, lock):
         lock.release()
-        report(outcome)
-        outcomes.append(outcome)
-        if outcome.status == "failed" and not keep_going:
-            raise BenchError(f"{outcome.plan.cell.label()}: {outcome.error}")
+        _record(outcome, outcomes, report, keep_going)
 
     def claimed(key):  # the group's next cell with its lock held, or None
         while ready[key] or queues[key]:

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from bench import metrics, recipes
-from bench.data import cache_dir, load_split
-from bench.errors import BenchError
+from bench.data import VIEWS, cache_dir, load_split
+from bench.errors import BenchError, unknown
 from bench.method import KMEANS_N_INIT, FitContext, kmeans, seeded
 from bench.registry import get_registry
 from bench.results import (
@@ -152,6 +152,8 @@ def prepare(cell: Cell) -> Plan:
     n_bits = cell.n_bits if "retrieval" in cls.tasks else 0  # a method without codes: 0 for every --bits
     config = recipes.resolve(cls, n_bits, cell.recipe, dict(cell.overrides), cell.under)
     view = cell.input or DEFAULT_VIEW[cls.input]
+    if view not in VIEWS:
+        raise unknown("input view", view, VIEWS)
     evaluation = (
         {"topk": sorted(protocol.topk), "tie_policy": metrics.TIE_POLICY}
         if protocol.task == "retrieval"

@@ -73,6 +73,8 @@ BAD = [
     (["evaluate", "{tmp}/absent.npz"], "{tmp}/absent.npz"),
     # migrate
     (["migrate", "--bogus"], "unrecognized arguments: --bogus"),
+    (["migrate", "--results", "{file}"], "results folder {file} is a file"),
+    (["run", "--method", "itq", "--input", "sift"], "unknown input view 'sift'"),
     # the benchmarks
     (["bench-eval", "--repeats", "0"], "argument --repeats: must be >= 1; got 0"),
     (["bench-eval", "--classes", "0"], "argument --classes: must be >= 1; got 0"),
