@@ -1,4 +1,4 @@
-"""The ``bench`` command: list, run, reproduce, evaluate, table, plot, migrate, bench-eval, bench-loader,
+"""The ``bench`` command: list, run, reproduce, evaluate, table, plot, report, migrate, bench-eval, bench-loader,
 bench-executors.
 
 Every user error is a ``BenchError``: printed on one line as ``bench: error: ...``, exit status 2, no traceback.
@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--out", default="results/tables", help="folder for the PNG and PDF (default: results/tables)")
+
+    p = sub.add_parser("report", help="a static offline HTML site of every table, figure and run")
+    _results_option(p)
+    p.add_argument("--out", default="results/site", help="folder for the site (default: results/site)")
 
     p = sub.add_parser("migrate", help="rewrite the run records of an older schema in the current one")
     _results_option(p)
@@ -455,6 +459,13 @@ def cmd_plot(args) -> None:
     print("\n".join(str(p) for p in paths))
 
 
+def cmd_report(args) -> None:
+    from bench.report import build_site
+
+    site = build_site(args.out, args.results)
+    print(f"{site['index']}: {site['pages']} pages, {site['bytes'] / 1e6:.1f} MB in {site['seconds']} s")
+
+
 def cmd_migrate(args) -> None:
     from bench.results import default_results_dir, migrate
 
@@ -514,6 +525,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "table": cmd_table,
     "plot": cmd_plot,
+    "report": cmd_report,
     "migrate": cmd_migrate,
     "bench-eval": cmd_bench_eval,
     "bench-loader": cmd_bench_loader,
