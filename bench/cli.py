@@ -491,11 +491,11 @@ def cmd_bench_eval(args) -> None:
 
 
 def cmd_bench_executors(args) -> None:
-    from bench.speed import benchmark_executors
+    from bench.executors import benchmark
 
     if args.workers < 1:
         raise BenchError(f"--workers must be >= 1; got {args.workers}")
-    print(json.dumps(benchmark_executors(args.workers, args.data_root), indent=1))
+    print(json.dumps(benchmark(args.workers, args.data_root), indent=1))
 
 
 def cmd_bench_loader(args) -> None:

@@ -25,6 +25,7 @@ import collections
 import dataclasses
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -344,3 +345,42 @@ def _run_ray(plans, results_dir, force, keep_going, options, report, address, gp
             status, record, error, seconds = "failed", None, f"worker lost: {one_line(e)}", 0.0
         outcome = Outcome(plan, status, record, error, seconds)
         finish(_store(outcome, results_dir) if status == "ran" else outcome, lock)
+
+
+# ------------------------------------------------------------------------------------------- benchmark
+
+GRID_METHODS = ("lsh", "pcah", "itq", "sph", "speh", "sdh")
+GRID_PROTOCOLS = ("digits", "mnist-dizaji2018")
+GRID_BITS = (16, 32)
+
+
+def benchmark(workers: int = 2, data_root=None) -> dict:
+    """One grid (shallow methods x ``GRID_PROTOCOLS`` x ``GRID_BITS``: 24 cells) run twice into fresh results
+    folders: by the local executor, then on a local Ray of ``workers`` CPUs. Ray's wall time includes its
+    workers loading their splits (each process loads its own); its start-up is timed apart."""
+
+    cells = [Cell(m, p, b, 0) for m in GRID_METHODS for p in GRID_PROTOCOLS for b in GRID_BITS]
+    quiet = {"log": lambda line: None, "data_root": data_root}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        local = execute(plans_of(cells), results_dir=f"{tmp}/local", **quiet)
+        local_s = time.perf_counter() - t
+        ray = start_ray(None, num_cpus=workers)  # fails in one line without Ray installed
+        start_s = time.perf_counter() - t - local_s
+        t = time.perf_counter()
+        on_ray = execute(plans_of(cells), results_dir=f"{tmp}/ray", executor="ray", **quiet)
+        ray_s = time.perf_counter() - t
+        ray.shutdown()
+    failed = [o.line() for o in local + on_ray if o.status == "failed"]
+    same = [o.record["metrics"] for o in local] == [o.record["metrics"] for o in on_ray] if not failed else None
+    return {
+        "cells": len(cells),
+        "machine_cpus": os.cpu_count(),
+        "ray_workers": workers,
+        "local_s": round(local_s, 2),
+        "ray_start_s": round(start_s, 2),
+        "ray_s": round(ray_s, 2),
+        "speedup": round(local_s / ray_s, 2),
+        "same_metrics": same,
+        "failed": failed,
+    }
