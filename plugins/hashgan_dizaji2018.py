@@ -279,7 +279,7 @@ class HashGANDizaji(Method):
         epochs: int = 30  # at most (not published); the epoch kept is chosen on the validation split
         select_every: int = 1  # epochs between validation checks
         batch_size: int = 100  # Improved-GAN
-        lr: float = setting(3e-4, above=0)  # Improved-GAN (Adam)
+        lr: float = setting(3e-4, at_least=0)  # Improved-GAN (Adam); 0 freezes every net (the initial trunk kept)
         beta1: float = setting(0.5, at_least=0, below=1)  # Improved-GAN (Adam)
         # From this fraction of the epochs on, the rate falls linearly towards 0 at the end (not published for
         # HashGAN). 1: constant, as Improved-GAN's MNIST script; its CIFAR-10 script decays over the last third
