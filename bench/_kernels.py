@@ -1,156 +1,449 @@
-"""The CPU scan of the evaluator: a compiled (numba) counting kernel, parallel over queries.
+"""The CPU scan of the evaluator: compiled (numba) counting kernels, no sort, Python threads over queries.
 
-For each query, two passes over the database and no sort:
-1. Hamming distances by XOR + popcount of bit-packed codes (or the bucket of the spherical distance
-   popcount(xor) / popcount(and)), and the histogram of (distance, relevant);
-2. in database-index order, per-distance counters give every item's rank with ties broken by index:
-   rank = (items at smaller distances) + (items at the same distance seen so far) + 1,
-   and likewise the number of relevant items up to it. Each relevant item adds precision = hits / rank to the
-   AP at every cutoff its rank is inside, and counts towards P@N for every N >= rank.
+Per query, over the database in index order, a segment at a time:
+1. keys, in a vectorised pass: ``key = 2 * bucket + relevant``, the bucket being the Hamming distance (XOR +
+   popcount of bit-packed codes) or the rank of the spherical distance popcount(xor) / popcount(and);
+2. one scalar pass over the keys with a counter per key. Each counter holds its key in its low bits and counts
+   items above them, so the value read for an item's *other* key (``key ^ 1``: the non-relevant items of its
+   bucket) says both its bucket and how many non-relevant items of that bucket precede it. That value is stored
+   for every item, at a write position that advances only on relevant items: a branch-free list of the relevant
+   items, in database order. The final counters are the (bucket, relevant) histogram;
+3. over the relevant items only: rank = (items in nearer buckets) + (items of its bucket before it) + 1, ties
+   broken by database index, and likewise its rank among the relevant items. Its precision is added to the first
+   sorted cutoff (map@K, P@N) containing its rank; prefix sums over the cutoffs give every AP@K and P@N;
+4. from the histogram: the tie-aware AP and its bounds, and the precision and recall of every Hamming ball.
+
+The database is cut into 4 contiguous lanes scanned side by side, each with counters of its own: consecutive
+updates of one counter would wait on each other. A lane's counts are offset by those of the lanes before it.
+Threads are Python threads running the kernel without the GIL, so no OpenMP pool starts (numba's OpenMP layer
+shares libgomp with torch and resets the thread count of the whole process). Queries are dealt in chunks of a
+fixed size, summed in chunk order: the results do not depend on the number of threads.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
-import torch
+from numba.extending import intrinsic
 
-# numba's OpenMP layer shares libgomp with torch and, when its pool starts, resets the thread count of the whole
-# process: torch's small training ops then spin on a busy machine (200 small matmuls took 1.65 s instead of
-# 0.18 s on 2 cores after one evaluation). The workqueue layer keeps a pool of its own.
-numba.config.THREADING_LAYER = "workqueue"
+LANES = 4
+SEGMENT = 512  # items per lane keyed at a time: a group's keys and the segment's codes stay in the L1/L2 caches
+GROUP = 4  # queries scanned together: each segment of the database is read from memory once for all four
+QUERY_CHUNK = 64  # queries per task of a thread: enough tasks to balance two busy cores on 1,000 queries
+SMALL_WORK = 1 << 21  # query-item pairs below which one thread does all (starting threads costs more)
+EXACT_HARMONIC = 128  # below this, harmonic numbers are summed term by term; above, an asymptotic series
 
-_M1 = np.uint64(0x5555555555555555)
-_M2 = np.uint64(0x3333333333333333)
-_M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
-_H01 = np.uint64(0x0101010101010101)
-
-
-@numba.njit(inline="always")
-def _popcount(x):
-    # SWAR popcount; LLVM turns it into the popcnt instruction where the CPU has one.
-    x = x - ((x >> np.uint64(1)) & _M1)
-    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
-    x = (x + (x >> np.uint64(4))) & _M4
-    return (x * _H01) >> np.uint64(56)
+_ONE = np.uint64(1)
+_LANES = np.uint64(LANES)
+_RELEVANT = np.uint64(LANES)  # the relevant bit of a counter's index, key * LANES + lane
+_SEGMENT = np.uint64(SEGMENT)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _scan(
-    q_words, d_words, q_labels, d_labels, multi_label, buckets, key_template, cutoffs, pn_grid, hist, ap, pn_hits
-):
-    n_q, n_words = q_words.shape
+@intrinsic
+def _popcount(typingctx, x):
+    """The popcount instruction of the integer's own width (LLVM ctpop)."""
+    if not isinstance(x, numba.types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return x(x), codegen
+
+
+# The key loops index segments (views) from 0 with range() counters: numba then knows the indices are not
+# negative and leaves out the wrap-around of negative indices, which would keep LLVM from vectorising them.
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _keys(query, segment, query_labels, labels, multi_label, keys, buckets):
+    """The key 2 * bucket + relevant of each item of a segment. One-word codes with one-word labels (the common
+    case) take one fused, vectorised loop; longer codes or labels a popcount loop per word, then a relevance loop."""
+    spherical = buckets.shape[0] > 1
+    x, y = query[0], query_labels[0]
+    if not spherical and segment.shape[1] == 1 and not multi_label:
+        for t in range(segment.shape[0]):
+            keys[t] = 2 * _popcount(x ^ segment[t, 0]) + (labels[t, 0] == y)
+        return
+    if not spherical and segment.shape[1] == 1 and labels.shape[1] == 1:
+        for t in range(segment.shape[0]):
+            keys[t] = 2 * _popcount(x ^ segment[t, 0]) + ((labels[t, 0] & y) != 0)
+        return
+    if spherical:
+        for t in range(segment.shape[0]):
+            n_xor = 0
+            n_and = 0
+            for w in range(segment.shape[1]):
+                n_xor += np.int64(_popcount(query[w] ^ segment[t, w]))
+                n_and += np.int64(_popcount(query[w] & segment[t, w]))
+            keys[t] = buckets[n_xor, n_and]
+    else:
+        for t in range(segment.shape[0]):
+            keys[t] = _popcount(x ^ segment[t, 0])
+        for w in range(1, segment.shape[1]):
+            x = query[w]
+            for t in range(segment.shape[0]):
+                keys[t] += _popcount(x ^ segment[t, w])
+    for t in range(segment.shape[0]):
+        if not multi_label:
+            relevant = labels[t, 0] == y
+        else:
+            shared = labels[t, 0] & y
+            for w in range(1, labels.shape[1]):
+                shared |= labels[t, w] & query_labels[w]
+            relevant = shared != 0
+        keys[t] = 2 * keys[t] + relevant
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _harmonic_gap(before, n):
+    """H(before + n) - H(before), H(k) = 1 + 1/2 + ... + 1/k, to a few ulps: term by term below EXACT_HARMONIC,
+    then as digamma(b) - digamma(a) by its asymptotic series, the logarithm of the ratio taken with log1p. (A table
+    of cumulative sums would cost 8 bytes per database item and drift by up to 1e-10 relative at a million.)"""
+    gap = 0.0
+    a = before + 1
+    stop = before + n
+    while a <= stop and a < EXACT_HARMONIC:
+        gap += 1.0 / a
+        a += 1
+    if a > stop:
+        return gap
+    b = stop + 1
+    ia, ib = 1.0 / a, 1.0 / b
+    a2, b2 = ia * ia, ib * ib
+    series = 0.5 * (ia - ib) + (a2 - b2) / 12.0 - (a2 * a2 - b2 * b2) / 120.0 + (a2 * a2 * a2 - b2 * b2 * b2) / 252.0
+    return gap + math.log1p((b - a) / a) + series
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def summarise_histogram(other, relevant, tie, ball_sums):
+    """From one query's histogram (``other``/``relevant``: items per bucket), its expected, best and worst AP over
+    the orders of tied items into ``tie`` (3,), and the precision and recall of the ball up to each bucket added to
+    ``ball_sums`` (2, n_buckets). Returns its number of relevant items.
+
+    For a group of n tied items holding r relevant ones, after C items and R relevant ones ranked before it:
+    - expected (He et al. 2018): a relevant item sits at each position i = 1..n with probability 1/n and has
+      (i-1)(r-1)/(n-1) relevant items before it inside the group, so the group adds
+      (r/n) * sum_i (R + 1 + (i-1)(r-1)/(n-1)) / (C + i), summed with harmonic numbers;
+    - best: relevant first, sum_{j=1..r} (R+j)/(C+j); worst: relevant last, sum_j (R+j)/(C+n-r+j).
+    Each is divided by the query's number of relevant items (0 when it has none)."""
+    n_relevant = 0
+    for s in range(relevant.shape[0]):
+        n_relevant += relevant[s]
+    expected = best = worst = 0.0
+    c_before = 0
+    r_before = 0
+    for s in range(relevant.shape[0]):
+        r = relevant[s]
+        n = other[s] + r
+        if n > 0:
+            gap = _harmonic_gap(c_before, n)
+            pairs = (r - 1) / (n - 1) if n > 1 else 0.0
+            expected += r / n * ((r_before + 1) * gap + pairs * (n - (c_before + 1) * gap))
+            best += r + (r_before - c_before) * _harmonic_gap(c_before, r)
+            worst += r + (r_before - c_before - n + r) * _harmonic_gap(c_before + n - r, r)
+        c_before += n
+        r_before += r
+        if c_before > 0:
+            ball_sums[0, s] += r_before / c_before
+        if n_relevant > 0:
+            ball_sums[1, s] += r_before / n_relevant
+    if n_relevant > 0:
+        tie[0] = expected / n_relevant
+        tie[1] = best / n_relevant
+        tie[2] = worst / n_relevant
+    else:
+        tie[:] = 0.0
+    return n_relevant
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def summarise_histograms(hist, tie, n_relevant, ball_sums):
+    """``summarise_histogram`` for each row of ``hist`` (n, n_buckets, 2), e.g. those another device counted."""
+    for i in range(hist.shape[0]):
+        n_relevant[i] = summarise_histogram(hist[i, :, 0], hist[i, :, 1], tie[i], ball_sums)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _count_segment(flat_keys, m, m_last, counters, hits, positions, step):
+    """Pass 2 over one query's keyed segment: ``m`` items of each lane, ``m_last`` of the last one. Flat arrays
+    interleaved by lane, indexed with unsigned integers: each lane's entry is a constant offset from one base
+    address, which keeps the loop in registers, and no index needs the wrap-around of negative indices.
+    ``positions``: the lanes' write positions in the interleaved list of relevant items (LANES per item)."""
+    n0, n1, n2, n3 = positions[0], positions[1], positions[2], positions[3]
+    for t in range(m):
+        u = np.uint64(t)
+        k = np.uint64(flat_keys[u]) * _LANES
+        hits[n0] = counters[k ^ _RELEVANT]
+        counters[k] += step
+        n0 += k & _RELEVANT
+        k = np.uint64(flat_keys[_SEGMENT + u]) * _LANES + _ONE
+        hits[n1 + _ONE] = counters[k ^ _RELEVANT]
+        counters[k] += step
+        n1 += k & _RELEVANT
+        k = np.uint64(flat_keys[np.uint64(2) * _SEGMENT + u]) * _LANES + np.uint64(2)
+        hits[n2 + np.uint64(2)] = counters[k ^ _RELEVANT]
+        counters[k] += step
+        n2 += k & _RELEVANT
+        k = np.uint64(flat_keys[np.uint64(3) * _SEGMENT + u]) * _LANES + np.uint64(3)
+        hits[n3 + np.uint64(3)] = counters[k ^ _RELEVANT]
+        counters[k] += step
+        n3 += k & _RELEVANT
+    for t in range(m, m_last):
+        k = np.uint64(flat_keys[np.uint64(3) * _SEGMENT + np.uint64(t)]) * _LANES + np.uint64(3)
+        hits[n3 + np.uint64(3)] = counters[k ^ _RELEVANT]
+        counters[k] += step
+        n3 += k & _RELEVANT
+    positions[0], positions[1], positions[2], positions[3] = n0, n1, n2, n3
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _rank_hits(counters, lists, positions, key_bits, rank_mark, other, relevant, scratch, mark_sums, mark_hits):
+    """Pass 3 for one query: its histogram into ``other``/``relevant`` and, per mark, the precisions of its
+    relevant items summed and counted into ``mark_sums``/``mark_hits`` (rows). ``lists``: the lanes' lists of
+    relevant items, and scratch for the ranks and precisions of those inside a mark short of the database (few:
+    the top K; ``rank_mark``'s length + 1 slots), kept without a branch (a mispredicted branch an item costs more
+    than the two stores)."""
+    rank_offset, next_relevant_rank, sums, counts = scratch
+    hits, ranks, precisions = lists
+    n_buckets = other.shape[0]
+    n_marks = mark_sums.shape[0]
+    # Per bucket and lane: rank = rank_offset + (non-relevant items of the bucket before the item in its lane) +
+    # its relevant rank, rank_offset being the items in nearer buckets + the non-relevant items of the bucket in
+    # earlier lanes - the relevant items in nearer buckets. Relevant ranks count on from next_relevant_rank, which
+    # starts after the relevant items in nearer buckets and in earlier lanes.
+    nearer = 0
+    nearer_relevant = 0
+    for s in range(n_buckets):
+        other[s] = 0
+        relevant[s] = 0
+        for lane_id in range(LANES):
+            rank_offset[s * LANES + lane_id] = nearer + other[s] - nearer_relevant
+            next_relevant_rank[s * LANES + lane_id] = nearer_relevant + relevant[s] + 1
+            other[s] += np.int64(counters[2 * s * LANES + lane_id] >> np.uint64(key_bits))
+            relevant[s] += np.int64(counters[(2 * s + 1) * LANES + lane_id] >> np.uint64(key_bits))
+        nearer += other[s] + relevant[s]
+        nearer_relevant += relevant[s]
+    n_hits = positions // _LANES
+    common = min(min(n_hits[0], n_hits[1]), min(n_hits[2], n_hits[3]))
+    top = rank_mark.shape[0]
+    mask = (_ONE << np.uint64(key_bits)) - _ONE
+    total = 0.0  # the precisions of all relevant items, summed in a register
+    n_finite = np.uint64(0)
+    for h in range(max(n_hits[0], max(n_hits[1], max(n_hits[2], n_hits[3])))):
+        for lane_id in range(LANES):  # the lanes side by side: their chains of dependent updates are independent
+            if h >= common and h >= n_hits[lane_id]:
+                continue
+            value = hits[np.uint64(h) * _LANES + np.uint64(lane_id)]
+            at = ((value & mask) >> _ONE) * _LANES + np.uint64(lane_id)  # (bucket, lane)
+            relevant_rank = next_relevant_rank[at]
+            next_relevant_rank[at] = relevant_rank + 1
+            rank = rank_offset[at] + np.int64(value >> np.uint64(key_bits)) + relevant_rank
+            precision = relevant_rank / rank
+            total += precision
+            ranks[n_finite] = rank  # branch-free: kept when the rank is inside a mark short of the database
+            precisions[n_finite] = precision
+            n_finite += np.uint64(rank < top)
+    sums[:] = 0.0
+    counts[:] = 0
+    for f in range(n_finite):
+        mark = rank_mark[ranks[f]]
+        sums[mark] += precisions[f]
+        counts[mark] += 1
+    n_total = n_hits.sum()
+    for mark in range(n_marks - 1):
+        mark_sums[mark] = sums[mark]
+        mark_hits[mark] = counts[mark]
+        total -= mark_sums[mark]
+        n_total -= mark_hits[mark]
+    mark_sums[n_marks - 1] = total  # the last mark, the whole database: every relevant item not counted yet
+    mark_hits[n_marks - 1] = n_total
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _scan_chunk(lo, hi, q_words, d_words, q_labels, d_labels, multi_label, buckets, keys, counter, rank_mark, out):
+    """Queries lo..hi-1, GROUP at a time: each segment of the database is read from memory once for the group.
+    ``out``: per query, for each sorted cutoff ("mark"), the sum of the precisions of the relevant items ranked
+    after the previous mark and up to it and their number (``mark_sums``, ``mark_hits``, (n_q, n_marks)), the
+    tie-aware APs (n_q, 3) and the relevant items (n_q,); the ball sums of these queries (2, n_buckets).
+    ``keys``: (GROUP, LANES * SEGMENT) scratch of the narrowest dtype holding the keys; ``counter``: an empty
+    array of the counters' dtype, uint32 where a key and a lane's count fit in it (the list of relevant items,
+    copies of counters, then takes half the memory and cache), else uint64;
+    ``rank_mark[rank]``: the first mark containing a rank below the largest mark short of the database."""
+    mark_sums, mark_hits, tie, n_relevant, ball_sums = out
     n_d = d_words.shape[0]
-    n_buckets = hist.shape[1]
-    spherical = buckets.shape[0] > 1  # buckets[xor, and]: the rank of the spherical distance xor / and
-    for i in numba.prange(n_q):
-        # Pass 1: key = 2 * bucket + relevant, the bucket being the Hamming distance (or the spherical one's
-        # rank). Plain loops so that LLVM vectorises them (vector popcount).
-        key = np.zeros(n_d, key_template.dtype)
-        if spherical:
-            for j in range(n_d):
-                n_xor = 0
-                n_and = 0
-                for w in range(n_words):
-                    n_xor += np.int64(_popcount(q_words[i, w] ^ d_words[j, w]))
-                    n_and += np.int64(_popcount(q_words[i, w] & d_words[j, w]))
-                key[j] = buckets[n_xor, n_and]
-        else:
-            for w in range(n_words):
-                x = q_words[i, w]
-                for j in range(n_d):
-                    key[j] += np.int64(_popcount(x ^ d_words[j, w]))
-        if multi_label:
-            for j in range(n_d):
-                shared = np.uint64(0)
-                for w in range(q_labels.shape[1]):
-                    shared |= q_labels[i, w] & d_labels[j, w]
-                key[j] = 2 * key[j] + (shared != 0)
-        else:
-            label = q_labels[i, 0]
-            for j in range(n_d):
-                key[j] = 2 * key[j] + (d_labels[j, 0] == label)
-        # Four interleaved histograms: consecutive increments of one counter would wait on each other.
-        partial = np.zeros((4, 2 * n_buckets), np.int64)
-        for j in range(n_d):
-            partial[j & 3, key[j]] += 1
-        counts = partial.sum(axis=0)
-        for s in range(n_buckets):
-            hist[i, s, 0] = counts[2 * s]
-            hist[i, s, 1] = counts[2 * s + 1]
-
-        # Pass 2, in database-index order: per-distance counters start at the number of items (relevant items)
-        # at smaller distances, so after the increment they hold this item's rank (its relevant-rank).
-        rank = np.zeros(n_buckets, np.int64)
-        relevant_rank = np.zeros(n_buckets, np.int64)
-        for s in range(1, n_buckets):
-            rank[s] = rank[s - 1] + counts[2 * s - 2] + counts[2 * s - 1]
-            relevant_rank[s] = relevant_rank[s - 1] + counts[2 * s - 1]
-        n_relevant = relevant_rank[n_buckets - 1] + counts[2 * n_buckets - 1]
-        hit_rank = np.empty(n_relevant + 1, np.int64)
-        hit_relevant_rank = np.empty(n_relevant + 1, np.int64)
-        n_hits = 0
-        for j in range(n_d):  # branch-free: the slot is overwritten unless the item is relevant
-            s = key[j] >> 1
-            r = key[j] & 1
-            rank[s] += 1
-            relevant_rank[s] += r
-            hit_rank[n_hits] = rank[s]
-            hit_relevant_rank[n_hits] = relevant_rank[s]
-            n_hits += r
-        # Pass 3, over the relevant items only.
-        for c in range(cutoffs.shape[0]):
-            total = 0.0
-            inside = 0
-            for h in range(n_hits):
-                if hit_rank[h] <= cutoffs[c]:
-                    total += hit_relevant_rank[h] / hit_rank[h]
-                    inside += 1
-            ap[i, c] = total / inside if inside > 0 else 0.0
-        for c in range(pn_grid.shape[0]):
-            for h in range(n_hits):
-                pn_hits[i, c] += hit_rank[h] <= pn_grid[c]
-
-
-def _pack_bits(bits: np.ndarray) -> np.ndarray:
-    """(n, m) bool -> (n, ceil(m/64)) uint64, zero-padded."""
-    packed = np.packbits(bits, axis=1)
-    pad = (-packed.shape[1]) % 8
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
-    return np.ascontiguousarray(packed).view(np.uint64)
+    n_buckets = ball_sums.shape[1]
+    n_keys = 2 * n_buckets
+    key_bits = 1
+    while (1 << key_bits) < n_keys:
+        key_bits += 1
+    step = _ONE << np.uint64(key_bits)
+    lane = n_d // LANES  # lanes 0..2 hold `lane` items each; lane 3 the rest, up to LANES - 1 more
+    last_lane = n_d - (LANES - 1) * lane
+    one_word = d_words.shape[1] == 1 and d_labels.shape[1] == 1 and buckets.shape[0] == 1
+    flat_codes, flat_labels, flat_keys = d_words.reshape(-1), d_labels.reshape(-1), keys.reshape(-1)
+    counters = np.empty((GROUP, n_keys * LANES), counter.dtype)  # key k of lane l at k * LANES + l
+    hits = np.empty((GROUP, SEGMENT * LANES), counter.dtype)
+    positions = np.empty((GROUP, LANES), np.uint64)
+    # The ranks inside a mark short of the database are distinct and below rank_mark's length: that many slots, and
+    # one for the item written last, whether it is kept or not.
+    ranks, precisions = np.empty(rank_mark.shape[0] + 1, np.int64), np.empty(rank_mark.shape[0] + 1)
+    other = np.empty(n_buckets, np.int64)
+    relevant = np.empty(n_buckets, np.int64)
+    n_marks = mark_sums.shape[1]
+    by_lane = n_buckets * LANES
+    scratch = (np.empty(by_lane, np.int64), np.empty(by_lane, np.int64), np.empty(n_marks), np.empty(n_marks, np.int64))
+    for first in range(lo, hi, GROUP):
+        group = min(GROUP, hi - first)
+        for g in range(group):
+            for k in range(n_keys):
+                for lane_id in range(LANES):
+                    counters[g, k * LANES + lane_id] = k
+        positions[:] = 0
+        for a in range(0, last_lane, SEGMENT):
+            m = max(0, min(SEGMENT, lane - a))
+            m_last = min(SEGMENT, last_lane - a)
+            for lane_id in range(LANES):
+                start = lane_id * lane + a
+                stop = start + (m_last if lane_id == LANES - 1 else m)
+                for g in range(group):  # the segment is read from memory for the first query, from cache after
+                    i = first + g
+                    if one_word:  # the common case inline, on flat arrays: no call, no view per segment
+                        x, y = q_words[i, 0], q_labels[i, 0]
+                        to, at = np.uint64(g * LANES * SEGMENT + lane_id * SEGMENT), np.uint64(start)
+                        if multi_label:
+                            for t in range(stop - start):
+                                u = np.uint64(t)
+                                key = 2 * _popcount(x ^ flat_codes[at + u]) + ((flat_labels[at + u] & y) != 0)
+                                flat_keys[to + u] = key
+                        else:
+                            for t in range(stop - start):
+                                u = np.uint64(t)
+                                flat_keys[to + u] = 2 * _popcount(x ^ flat_codes[at + u]) + (flat_labels[at + u] == y)
+                    else:
+                        _keys(
+                            q_words[i],
+                            d_words[start:stop],
+                            q_labels[i],
+                            d_labels[start:stop],
+                            multi_label,
+                            keys[g, lane_id * SEGMENT : (lane_id + 1) * SEGMENT],
+                            buckets,
+                        )
+            most = 0
+            for g in range(group):
+                for lane_id in range(LANES):
+                    most = max(most, np.int64(positions[g, lane_id] // _LANES))
+            if (most + SEGMENT) * LANES > hits.shape[1]:
+                grown = np.empty((GROUP, max((most + SEGMENT) * LANES, hits.shape[1] * 5 // 4)), counter.dtype)
+                grown[:, : hits.shape[1]] = hits
+                hits = grown
+            for g in range(group):
+                _count_segment(keys[g], m, m_last, counters[g], hits[g], positions[g], step)
+        for g in range(group):
+            i = first + g
+            row = (mark_sums[i], mark_hits[i])
+            lists = (hits[g], ranks, precisions)
+            _rank_hits(counters[g], lists, positions[g], key_bits, rank_mark, other, relevant, scratch, *row)
+            n_relevant[i] = summarise_histogram(other, relevant, tie[i], ball_sums)
 
 
-def _labels(labels: torch.Tensor) -> np.ndarray:
-    if labels.ndim == 1:
-        return labels.numpy().astype(np.uint64).reshape(-1, 1)
-    return _pack_bits(labels.numpy() > 0)
+def word_dtype(n_bits: int) -> np.dtype:
+    """The unsigned word the kernel reads ``n_bits`` bits in: the narrowest holding them all, else 64-bit words."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if n_bits <= 8 * np.dtype(dtype).itemsize:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
 
 
-def scan(q: torch.Tensor, d: torch.Tensor, ql: torch.Tensor, dl: torch.Tensor, cutoffs, pn_grid, buckets=None):
-    """Per query: (distance, relevant) histogram (nq, n_buckets, 2), AP at each cutoff (nq, len(cutoffs)) and
-    relevant items among the first N for each N of ``pn_grid`` (nq, len(pn_grid)). Inputs: int8 {-1,+1} codes
-    and validated labels on the CPU. ``buckets``: None for Hamming distance (n_bits + 1 buckets), else the
-    (n_bits+1, n_bits+1) table of spherical-distance ranks by (xor count, and count)."""
-    n_q, n_bits = q.shape
+def packed_width(n_bits: int) -> int:
+    """Bytes per row in the kernel's layout: whole words of ``word_dtype``."""
+    size = word_dtype(n_bits).itemsize
+    return -(-n_bits // (8 * size)) * size
+
+
+def as_words(packed: np.ndarray, n_bits: int) -> np.ndarray:
+    """Bit-packed rows (n, bytes), little bit order, as the kernel's words: a view when the width and alignment
+    allow, else a zero-padded copy (the size of the packed rows)."""
+    width = packed_width(n_bits)
+    dtype = word_dtype(n_bits)
+    if packed.shape[1] != width or not packed.flags.c_contiguous or packed.ctypes.data % dtype.itemsize:
+        padded = np.zeros((packed.shape[0], width), np.uint8)
+        n_bytes = min(packed.shape[1], width)
+        padded[:, :n_bytes] = packed[:, :n_bytes]
+        packed = padded
+    return packed.view(dtype)
+
+
+def n_threads() -> int:
+    """NUMBA_NUM_THREADS (numba's own setting: NUMBA_NUM_THREADS=1 scans on one thread), at most the usable CPUs."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, usable))
+
+
+class Scan:
+    """What the scan of every query gives the summary, whichever device counted."""
+
+    def __init__(self, n_queries: int, n_buckets: int, cutoffs, pn_grid, n_database: int):
+        self.marks = np.unique(np.asarray([*cutoffs, *pn_grid, n_database], np.int64))
+        self.cutoffs, self.pn_grid = np.asarray(cutoffs, np.int64), np.asarray(pn_grid, np.int64)
+        self.mark_sums = np.zeros((n_queries, self.marks.size))
+        self.mark_hits = np.zeros((n_queries, self.marks.size), np.int64)
+        self.tie = np.empty((n_queries, 3))
+        self.n_relevant = np.empty(n_queries, np.int64)
+        self.ball_sums = np.zeros((2, n_buckets))
+
+    def ap(self) -> np.ndarray:
+        """(n_q, len(cutoffs)): AP at each cutoff, normalised by the relevant items inside it (0 if none)."""
+        at = np.searchsorted(self.marks, self.cutoffs)
+        prefix_sums, inside = np.cumsum(self.mark_sums, 1)[:, at], np.cumsum(self.mark_hits, 1)[:, at]
+        return np.where(inside > 0, prefix_sums / np.maximum(inside, 1), 0.0)
+
+    def pn_hits(self) -> np.ndarray:
+        """(n_q, len(pn_grid)): relevant items among the first N."""
+        return np.cumsum(self.mark_hits, 1)[:, np.searchsorted(self.marks, self.pn_grid)]
+
+
+def scan(
+    q_words, d_words, n_bits: int, q_labels, d_labels, multi_label: bool, cutoffs, pn_grid, buckets=None, threads=None
+) -> Scan:
+    """Scan every query against the database (``Scan``). ``q_words``/``d_words``: bit-packed codes as unsigned words
+    (``as_words``); labels: (n, 1) unsigned class ids or (n, words) multi-hot bit words, of one dtype. ``buckets``:
+    None for Hamming distance (n_bits + 1 buckets), else the (n_bits+1, n_bits+1) table of spherical-distance ranks
+    by (xor count, and count). ``threads``: default ``n_threads()``."""
+    n_q, n_d = q_words.shape[0], d_words.shape[0]
     n_buckets = n_bits + 1 if buckets is None else int(buckets.max()) + 1
-    table = np.zeros((1, 1), np.int64) if buckets is None else buckets.numpy().astype(np.int64)
-    template = np.zeros(1, np.int16 if 2 * n_buckets < 2**15 else np.int32)
-    hist = np.zeros((n_q, n_buckets, 2), np.int64)
-    ap = np.zeros((n_q, len(cutoffs)), np.float64)
-    pn_hits = np.zeros((n_q, len(pn_grid)), np.int64)
-    _scan(
-        _pack_bits(q.numpy() > 0),
-        _pack_bits(d.numpy() > 0),
-        _labels(ql),
-        _labels(dl),
-        ql.ndim == 2,
-        table,
-        template,
-        np.asarray(cutoffs, np.int64),
-        np.asarray(pn_grid, np.int64),
-        hist,
-        ap,
-        pn_hits,
-    )
-    return hist, ap, pn_hits
+    table = np.zeros((1, 1), np.int64) if buckets is None else np.ascontiguousarray(buckets, np.int64)
+    result = Scan(n_q, n_buckets, cutoffs, pn_grid, n_d)
+    finite = result.marks[result.marks < n_d]
+    top = int(finite[-1]) + 1 if finite.size else 1
+    rank_mark = np.searchsorted(result.marks, np.arange(top)).astype(np.int64)
+    starts = range(0, n_q, QUERY_CHUNK)
+    key_dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if 2 * n_buckets <= 1 << (8 * np.dtype(t).itemsize))
+    counter_bits = (2 * n_buckets - 1).bit_length() + (n_d // LANES + LANES).bit_length()  # key, then a lane's count
+    counter_dtype = np.uint32 if counter_bits <= 32 else np.uint64
+    ball_sums = np.zeros((len(starts), 2, n_buckets))
+
+    def run(chunk: int) -> None:
+        lo = starts[chunk]
+        out = (result.mark_sums, result.mark_hits, result.tie, result.n_relevant, ball_sums[chunk])
+        hi = min(lo + QUERY_CHUNK, n_q)
+        keys = np.empty((GROUP, LANES * SEGMENT), key_dtype)
+        counter = np.empty(0, counter_dtype)
+        _scan_chunk(lo, hi, q_words, d_words, q_labels, d_labels, multi_label, table, keys, counter, rank_mark, out)
+
+    run_chunks(run, len(starts), (threads or n_threads()) if n_q * n_d >= SMALL_WORK else 1)
+    result.ball_sums = ball_sums.sum(0)  # in chunk order, whatever thread ran which
+    return result
+
+
+def run_chunks(task, n_chunks: int, threads: int) -> None:
+    """``task(c)`` for c in range(n_chunks) on ``threads`` threads, each taking the next chunk when it is free."""
+    if threads <= 1 or n_chunks <= 1:
+        for chunk in range(n_chunks):
+            task(chunk)
+        return
+    with ThreadPoolExecutor(min(threads, n_chunks)) as pool:
+        list(pool.map(task, range(n_chunks)))

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-going", action="store_true", help="run every cell even when some fail; list the failures at the end"
     )
+    p.add_argument(
+        "--save-codes",
+        action="store_true",
+        help="keep each run's query and database codes, bit-packed, beside its record (RUN.codes.npz), to score "
+        "them again with bench evaluate --run; a stored run that kept none runs again",
+    )
     _executor_options(p)
 
     p = sub.add_parser(
@@ -132,11 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     _executor_options(p)
 
     p = sub.add_parser(
-        "evaluate", help="score codes from anywhere: an .npz with query_codes, db_codes, query_labels, db_labels"
+        "evaluate",
+        help="score codes: an .npz with query_codes, db_codes, query_labels, db_labels (or a folder of "
+        "DeepHash-style .npy dumps), or the codes a run kept (--run)",
     )
-    p.add_argument("codes", help="the .npz file")
-    p.add_argument("--topk", nargs="+", type=positive_int, default=[1000], help="cutoffs K for map@K (default: 1000)")
+    p.add_argument("codes", nargs="?", help="the .npz file (bit-packed codes with n_bits) or the folder of dumps")
+    p.add_argument("--run", metavar="RUN_ID", help="score again the codes kept beside this run's record")
+    _results_option(p)
+    p.add_argument(
+        "--topk", nargs="+", type=positive_int, help="cutoffs K for map@K (default: 1000; with --run, the run's own)"
+    )
     p.add_argument("--radius", type=non_negative_int, default=2, help="Hamming radius for p@h<=R (default: 2)")
+    p.add_argument(
+        "--distance", default="hamming", help="hamming or spherical (default: hamming; with --run, the run's own)"
+    )
     p.add_argument("--curves", action="store_true", help="include the PR and P@N curves")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
@@ -187,14 +202,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="rewrite the run records of an older schema in the current one")
     _results_option(p)
 
-    p = sub.add_parser("bench-eval", help="time the evaluator against the per-query argsort reference")
-    p.add_argument("--queries", type=positive_int, default=1000)
-    p.add_argument("--database", type=positive_int, default=54000)
-    p.add_argument("--bits", type=positive_int, default=64)
-    p.add_argument("--classes", type=positive_int, default=10)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=positive_int, default=3)
-    p.add_argument("--no-reference", action="store_true", help="time only ours (for sizes the reference cannot handle)")
+    p = sub.add_parser(
+        "bench-eval", help="time the evaluator against the floor, the per-query argsort reference and faiss kNN"
+    )
+    p.add_argument(
+        "--shape",
+        nargs="+",
+        help="cifar10 (1000x54000x64), nuswide (2100x193734x64, 21 labels, K=5000), million "
+        "(10000x1000000x64) or QUERIESxDATABASExBITS (default: the three)",
+    )
+    p.add_argument("--queries", type=positive_int, help="a shape of its own: the CIFAR-10 one's values for the others")
+    p.add_argument("--database", type=positive_int)
+    p.add_argument("--bits", type=positive_int)
+    p.add_argument("--classes", type=positive_int, help="classes or labels of a shape of its own (default: 10)")
+    p.add_argument("--multi-label", action="store_true", help="multi-hot labels for a shape of its own")
+    p.add_argument("--topk", type=positive_int, help="K of map@K for a shape of its own (default: 1000)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: ours against the CPU's results)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="runs of each, the best kept (default: 3)")
+    p.add_argument("--no-reference", action="store_true", help="leave out the per-query argsort reference")
+    p.add_argument(
+        "--reference-queries",
+        type=positive_int,
+        default=100,
+        help="queries the argsort reference is timed on (default: 100)",
+    )
+    p.add_argument("--no-faiss", action="store_true", help="leave out faiss's kNN even where it is installed")
 
     p = sub.add_parser("bench-executors", help="time a 24-cell shallow grid on the local executor against a local Ray")
     _data_options(p)
@@ -299,6 +331,7 @@ def cmd_run(args) -> int:
         plans_of(cells),
         keep_going=args.keep_going,
         force=args.force,
+        save_codes=args.save_codes,
         results_dir=args.results,
         data_root=args.data_root,
         download=args.download,
@@ -376,26 +409,25 @@ def summary(records: list[dict]) -> str:
 
 
 def cmd_evaluate(args) -> None:
-    from bench.metrics import evaluate
-    from bench.runner import resolve_device
+    from bench import codes
 
-    device = resolve_device(args.device)
-    path = Path(args.codes)
-    if not path.exists():
-        raise BenchError(f"codes file {path} does not exist")
-    try:
-        data = np.load(path, allow_pickle=False)
-        arrays = {k: data[k] for k in data.files}
-    except Exception as e:
-        raise BenchError(f"cannot read {path} as an .npz file: {e}") from None
-    needed = ("query_codes", "db_codes", "query_labels", "db_labels")
-    missing = [k for k in needed if k not in arrays]
-    if missing:
-        raise BenchError(f"{path} lacks {', '.join(missing)} (has: {', '.join(arrays) or 'nothing'})")
-    result = evaluate(*(arrays[k] for k in needed), topk=args.topk, radius=args.radius, device=device)
+    if (args.codes is None) == (args.run is None):
+        raise BenchError("bench evaluate scores a codes file or a run's kept codes: give FILE or --run RUN_ID")
+    device = args.device if args.device == "cpu" else _cuda_device(args.device)  # no torch for the CPU
+    if args.run:
+        result = codes.evaluate_run(args.run, args.results, topk=args.topk, radius=args.radius, device=device)
+    else:
+        settings = {"topk": args.topk or [1000], "radius": args.radius, "device": device, "distance": args.distance}
+        result = codes.evaluate_file(args.codes, **settings)
     if not args.curves:
         result.pop("curves")
     print(json.dumps(result, indent=1))
+
+
+def _cuda_device(device: str) -> str:
+    from bench.runner import resolve_device
+
+    return resolve_device(device)
 
 
 def cmd_table(args) -> None:
@@ -476,18 +508,32 @@ def cmd_migrate(args) -> None:
 
 
 def cmd_bench_eval(args) -> None:
-    from bench.speed import benchmark_evaluator
+    from bench import speed
 
-    report = benchmark_evaluator(
-        args.queries,
-        args.database,
-        args.bits,
-        args.classes,
-        device=args.device,
-        repeats=args.repeats,
-        reference=not args.no_reference,
-    )
-    print(json.dumps(report, indent=1))
+    custom = {"classes": args.classes or 10, "multi_label": args.multi_label, "topk": args.topk or 1000}
+    if args.shape:
+        shapes = [speed.parse_shape(text, **custom) for text in args.shape]
+    elif args.queries or args.database or args.bits:
+        cifar = speed.SHAPES["cifar10"]
+        sizes = (args.queries or cifar.queries, args.database or cifar.database, args.bits or cifar.bits)
+        shapes = [speed.parse_shape("x".join(str(v) for v in sizes), **custom)]
+    else:
+        shapes = list(speed.SHAPES.values())
+    device = args.device if args.device == "cpu" else _cuda_device(args.device)
+    reports = []
+    for shape in shapes:
+        report = speed.benchmark_evaluator(
+            shape,
+            device=device,
+            repeats=args.repeats,
+            reference=not args.no_reference,
+            reference_queries=args.reference_queries,
+            faiss=not args.no_faiss,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        print(json.dumps(report), flush=True)  # one JSON line a shape
+        reports.append(report)
+    print(speed.table(reports), file=sys.stderr)
 
 
 def cmd_bench_executors(args) -> None:

@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 
 from bench import progress
+from bench.codes import Codes, codes_path, save_codes
 from bench.errors import BenchError, unknown
+from bench.metrics import DISTANCES
 from bench.results import check_writable, default_results_dir, store_record
 from bench.runner import Cell, Plan, compute_record, prepare, read_stored
 
@@ -44,6 +46,7 @@ class Outcome:
     record: dict | None = None
     error: str | None = None  # the failure's one line
     seconds: float = 0.0
+    codes: Codes | None = None  # with --save-codes: the run's codes, packed, stored beside its record
 
     def line(self) -> str:
         label = self.plan.cell.label()
@@ -85,6 +88,7 @@ def execute(
     gpus_per_cell: float | None = None,
     keep_going: bool = True,
     force: bool = False,
+    save_codes: bool = False,
     results_dir=None,
     device: str | None = None,
     data_root=None,
@@ -92,7 +96,8 @@ def execute(
     log=print,
 ) -> list[Outcome]:
     """Run the plans not stored yet (all of them with ``force``, trained from scratch) on ``executor``, one
-    outcome per plan in order. ``log`` gets one line per cell (a tqdm bar on a terminal when ``log`` is None).
+    outcome per plan in order. ``save_codes``: keep each run's codes beside its record (``bench.codes``); a stored
+    run that kept none runs again. ``log`` gets one line per cell (a tqdm bar on a terminal when ``log`` is None).
     A results folder that cannot take records is refused before any cell runs."""
     if executor not in EXECUTORS:
         raise unknown("executor", executor, EXECUTORS)
@@ -100,8 +105,9 @@ def execute(
     check_writable(results_dir)
     outcomes = {}
     todo = []
+    reuse = _Reuse(results_dir, force, save_codes)
     for plan in plans:
-        stored = None if force else read_stored(plan, results_dir)
+        stored = reuse(plan)
         if stored is not None:
             outcomes[plan.run_id] = Outcome(plan, "stored", stored)
         else:
@@ -109,12 +115,12 @@ def execute(
     report = Report(len(plans), log)
     for o in outcomes.values():
         report(o)
-    options = {"device": device, "data_root": data_root, "download": download, "fresh": force}
+    options = {"device": device, "data_root": data_root, "download": download, "fresh": force, "keep_codes": save_codes}
     try:
         if executor == "local" or not todo:
-            ran = _run_local(todo, results_dir, force, keep_going, options, report)
+            ran = _run_local(todo, results_dir, reuse, keep_going, options, report)
         else:
-            ran = _run_ray(todo, results_dir, force, keep_going, options, report, address, gpus_per_cell)
+            ran = _run_ray(todo, results_dir, reuse, keep_going, options, report, address, gpus_per_cell)
     finally:
         report.close()
     outcomes.update((o.plan.run_id, o) for o in ran)
@@ -149,11 +155,33 @@ def summary_of_failures(outcomes: list[Outcome]) -> str:
 # ------------------------------------------------------------------------------------------------- locks
 
 
-def _claim(plan: Plan, results_dir: Path, force: bool, wait: bool):
-    """(the cell's lock, now held, or None if another driver holds it and ``wait`` is False; the record another
-    driver stored meanwhile, or None). The caller releases the lock."""
+@dataclasses.dataclass(frozen=True)
+class _Reuse:
+    """Which stored record stands for a plan, so that the plan is not run: none with ``force``; with
+    ``save_codes``, only one whose codes were kept (where the run ranks by codes: not a clustering protocol nor
+    real-valued outputs)."""
+
+    results_dir: Path
+    force: bool
+    save_codes: bool
+
+    def __call__(self, plan: Plan, *, just_stored: bool = False) -> dict | None:
+        """``just_stored``: the record another driver stored while this one waited for the cell's lock, which
+        counts even with ``force`` (the cell has just been run)."""
+        if self.force and not just_stored:
+            return None
+        stored = read_stored(plan, self.results_dir)
+        if stored is not None and self.save_codes and stored.get("distance") in DISTANCES:  # it has codes to keep
+            return stored if codes_path(plan.record_path(self.results_dir)).exists() else None
+        return stored
+
+
+def _claim(plan: Plan, reuse: _Reuse, wait: bool):
+    """(the cell's lock, now held, or None if another driver holds it and ``wait`` is False; the stored record
+    that stands for the cell (``reuse``), or None). The caller releases the lock."""
     from filelock import FileLock, Timeout
 
+    results_dir = reuse.results_dir
     locks = results_dir / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     lock = FileLock(locks / f"{plan.record_path(results_dir).stem}.lock")
@@ -161,34 +189,32 @@ def _claim(plan: Plan, results_dir: Path, force: bool, wait: bool):
         lock.acquire(timeout=-1 if wait else 0)
     except Timeout:
         return None, None
-    # After waiting for another driver, its record counts even with --force: the cell has just been run.
-    stored = None if force and not wait else read_stored(plan, results_dir)
-    return lock, stored
+    return lock, reuse(plan, just_stored=wait)
 
 
-def _in_turn(plans: list[Plan], results_dir: Path, force: bool):
+def _in_turn(plans: list[Plan], reuse: _Reuse):
     """Each plan with its lock held, free ones first; those another driver is running come last, waited for.
     Yields (plan, lock, record that driver stored or None); the consumer releases each lock."""
     busy = []
     for plan in plans:
-        lock, stored = _claim(plan, results_dir, force, wait=False)
+        lock, stored = _claim(plan, reuse, wait=False)
         if lock is None:
             busy.append(plan)
         else:
             yield plan, lock, stored
     for plan in busy:
-        yield (plan, *_claim(plan, results_dir, force, wait=True))
+        yield (plan, *_claim(plan, reuse, wait=True))
 
 
 # ------------------------------------------------------------------------------------------------- local
 
 
-def _run_local(plans, results_dir, force, keep_going, options, report) -> list[Outcome]:
+def _run_local(plans, results_dir, reuse, keep_going, options, report) -> list[Outcome]:
     from bench.runner import resolve_device
 
     options = dict(options, device=resolve_device(options["device"]))
     outcomes = []
-    for plan, lock, stored in _in_turn(plans, results_dir, force):
+    for plan, lock, stored in _in_turn(plans, reuse):
         try:
             outcome = Outcome(plan, "stored", stored) if stored is not None else _compute(plan, options)
             if outcome.status == "ran":
@@ -209,9 +235,17 @@ def _record(outcome: Outcome, outcomes: list, report, keep_going: bool) -> None:
 
 
 def _store(outcome: Outcome, results_dir: Path) -> Outcome:
-    """The ran outcome with its record written, or failed with the line saying where the record went instead."""
+    """The ran outcome with its codes (if kept) and record written, or failed with the line saying why (and where
+    the record went instead)."""
+    path = outcome.plan.record_path(results_dir)
     try:
-        store_record(outcome.plan.record_path(results_dir), outcome.record)
+        if outcome.codes is not None:
+            save_codes(path, outcome.codes)
+        store_record(path, outcome.record)
+    except OSError as error:  # the codes could not be written: the record is not stored without them
+        return Outcome(
+            outcome.plan, "failed", error=f"cannot write {codes_path(path)}: {error}", seconds=outcome.seconds
+        )
     except BenchError as error:
         return Outcome(outcome.plan, "failed", error=str(error), seconds=outcome.seconds)
     return outcome
@@ -223,12 +257,12 @@ def _compute(plan: Plan, options: dict) -> Outcome:
     t = time.perf_counter()
     with progress.reporting() as lines:
         try:
-            record = compute_record(plan, **options)
+            record, codes = compute_record(plan, **options)
         except Exception as error:  # noqa: BLE001 (one failing cell must not stop the others)
             return Outcome(plan, "failed", error=one_line(error), seconds=time.perf_counter() - t)
         finally:
             lines.end()
-    return Outcome(plan, "ran", record, seconds=time.perf_counter() - t)
+    return Outcome(plan, "ran", record, seconds=time.perf_counter() - t, codes=codes)
 
 
 # --------------------------------------------------------------------------------------------------- ray
@@ -237,19 +271,19 @@ def _compute(plan: Plan, options: dict) -> Outcome:
 class CellWorker:
     """A Ray actor for the cells of one protocol and input view: its process keeps their split loaded."""
 
-    def __init__(self, device: str | None, data_root, download: bool, fresh: bool):
+    def __init__(self, options: dict):
         import torch
 
         # Ray sets OMP_NUM_THREADS to the CPUs it assigned a worker; torch's pool follows it, so workers that
         # share a machine do not oversubscribe its cores (which slows small ops many times over).
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 1)))
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU only where Ray assigned one
-        self.options = {"device": device, "data_root": data_root, "download": download, "fresh": fresh}
+        if options["device"] is None:  # a GPU only where Ray assigned one
+            options = dict(options, device="cuda" if torch.cuda.is_available() else "cpu")
+        self.options = options
 
     def run(self, cell: Cell) -> tuple:
         outcome = _compute(prepare(cell), self.options)
-        return outcome.status, outcome.record, outcome.error, outcome.seconds
+        return outcome.status, outcome.record, outcome.error, outcome.seconds, outcome.codes
 
 
 def start_ray(address: str | None, num_cpus: int | None = None):
@@ -277,7 +311,7 @@ def worker_resources(plan: Plan, cluster: dict, gpus_per_cell: float | None) -> 
     return {"num_cpus": 1, "num_gpus": 0}
 
 
-def _run_ray(plans, results_dir, force, keep_going, options, report, address, gpus_per_cell) -> list[Outcome]:
+def _run_ray(plans, results_dir, reuse, keep_going, options, report, address, gpus_per_cell) -> list[Outcome]:
     ray = start_ray(address)
     cluster = ray.cluster_resources()
     worker = ray.remote(max_restarts=1, max_task_retries=1)(CellWorker)
@@ -290,12 +324,7 @@ def _run_ray(plans, results_dir, force, keep_going, options, report, address, gp
         wanted = dict(key[2])
         slots = cluster.get("GPU", 0) / wanted["num_gpus"] if wanted["num_gpus"] else cluster.get("CPU", 1)
         n = max(1, min(len(members), math.ceil(int(slots) * len(members) / len(plans))))
-        idle[key] = [
-            worker.options(**wanted).remote(
-                options["device"], options["data_root"], options["download"], options["fresh"]
-            )
-            for _ in range(n)
-        ]
+        idle[key] = [worker.options(**wanted).remote(options) for _ in range(n)]
     queues = {key: collections.deque(members) for key, members in groups.items()}
     key_of = {p.run_id: k for k, members in groups.items() for p in members}
     busy = []  # plans whose lock another driver holds: waited for once nothing else is left
@@ -312,7 +341,7 @@ def _run_ray(plans, results_dir, force, keep_going, options, report, address, gp
             if ready[key]:
                 return ready[key].pop()
             plan = queues[key].popleft()
-            lock, stored = _claim(plan, results_dir, force, wait=False)
+            lock, stored = _claim(plan, reuse, wait=False)
             if lock is None:
                 busy.append(plan)
             elif stored is not None:
@@ -330,7 +359,7 @@ def _run_ray(plans, results_dir, force, keep_going, options, report, address, gp
             if not busy:
                 return outcomes
             plan = busy.pop(0)
-            lock, stored = _claim(plan, results_dir, force, wait=True)
+            lock, stored = _claim(plan, reuse, wait=True)
             if stored is not None:
                 finish(Outcome(plan, "stored", stored), lock)
             else:
@@ -340,10 +369,10 @@ def _run_ray(plans, results_dir, force, keep_going, options, report, address, gp
         plan, lock, w = in_flight.pop(ref)
         idle[key_of[plan.run_id]].append(w)
         try:
-            status, record, error, seconds = ray.get(ref)
+            status, record, error, seconds, codes = ray.get(ref)
         except ray.exceptions.RayError as e:  # the worker died again after Ray's one retry of the cell
-            status, record, error, seconds = "failed", None, f"worker lost: {one_line(e)}", 0.0
-        outcome = Outcome(plan, status, record, error, seconds)
+            status, record, error, seconds, codes = "failed", None, f"worker lost: {one_line(e)}", 0.0, None
+        outcome = Outcome(plan, status, record, error, seconds, codes)
         finish(_store(outcome, results_dir) if status == "ran" else outcome, lock)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from bench import metrics, recipes
+from bench.codes import Codes
 from bench.data import VIEWS, cache_dir, load_split
 from bench.errors import BenchError, unknown
 from bench.method import KMEANS_N_INIT, FitContext, kmeans, seeded
@@ -238,19 +239,22 @@ def run_cell(
     stored = None if force else read_stored(plan, results_dir)
     if stored is not None:
         return stored, False
-    record = compute_record(plan, device=device, data_root=data_root, download=download, fresh=force)
+    record, _ = compute_record(plan, device=device, data_root=data_root, download=download, fresh=force)
     store_record(plan.record_path(results_dir), record)
     return record, True
 
 
-def compute_record(plan: Plan, *, device="cpu", data_root=None, download=False, fresh=False) -> dict:
+def compute_record(
+    plan: Plan, *, device="cpu", data_root=None, download=False, fresh=False, keep_codes=False
+) -> tuple[dict, Codes | None]:
     """Fit (``fresh``: from scratch, see ``fit_method``), encode, score: the plan's record, not yet stored (an
-    executor's worker returns it to the driver, which writes it)."""
+    executor's worker returns it to the driver, which writes it), and with ``keep_codes`` the run's codes,
+    bit-packed (``bench.codes.Codes``; None on clustering protocols and for real-valued outputs)."""
     method, split, fit_s = fit_method(plan, device=device, data_root=data_root, download=download, fresh=fresh)
     protocol, cls = plan.protocol, plan.cls
     score = _retrieval if protocol.task == "retrieval" else _clustering
-    evaluation, encode_s, evaluate_s = score(method, split, plan, device)
-    return {
+    evaluation, encode_s, evaluate_s, codes = score(method, split, plan, device)
+    record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": plan.run_id,
         **plan.identity,  # method, config hash, protocol, input, bits, seed, evaluation settings
@@ -273,6 +277,9 @@ def compute_record(plan: Plan, *, device="cpu", data_root=None, download=False, 
         "environment": _environment(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if not (keep_codes and codes):
+        return record, None
+    return record, Codes.packed(*codes, split.y_query, split.y_database)
 
 
 def _fit_timing(method) -> str:
@@ -282,7 +289,8 @@ def _fit_timing(method) -> str:
 
 
 def _retrieval(method, split, plan, device):
-    """Encode queries and database, rank, score: (record fields, encode seconds, evaluate seconds)."""
+    """Encode queries and database, rank, score: (record fields, encode seconds, evaluate seconds, (query codes,
+    database codes) or None for real-valued outputs)."""
     real = method.ranking_distance == metrics.REAL_DISTANCE  # real-valued outputs ranked by inner product
     t1 = time.perf_counter()
     query_codes = check_encoded(method.encode(split.x_query), split.x_query.shape[0], plan.n_bits, method)
@@ -310,7 +318,7 @@ def _retrieval(method, split, plan, device):
         "curves": curves,
         "semantics": metrics.REAL_SEMANTICS if real else metrics.SEMANTICS,
     }
-    return fields, t2 - t1, t3 - t2
+    return fields, t2 - t1, t3 - t2, None if real else (query_codes, db_codes)
 
 
 def _clustering(method, split, plan, device):
@@ -335,7 +343,7 @@ def _clustering(method, split, plan, device):
         "semantics": metrics.CLUSTERING_SEMANTICS,
         "clustering": {**CLUSTERING, "assignments": how},
     }
-    return fields, t2 - t1, t3 - t2
+    return fields, t2 - t1, t3 - t2, None
 
 
 def check_encoded(outputs, n_items: int, n_bits: int, method) -> torch.Tensor:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bench import _kernels
 from bench.errors import BenchError
-from bench.metrics import _scan_torch, evaluate, spherical_buckets
+from bench.metrics import _scan_torch, code_words, evaluate, label_words, pack_codes, spherical_buckets, unpack_codes
 from bench.reference import brute_force_tie_ap, reference_evaluate, reference_pr_radius
 
 CASES = [(bits, multi, patterns) for bits in (8, 16, 32, 64) for multi in (False, True) for patterns in (2, 6)]
@@ -42,25 +42,42 @@ def test_tie_aware_matches_enumeration_of_all_orders(multi_label):
         assert ours["map_tie_worst"] == pytest.approx(worst, abs=1e-12)
 
 
+def _cpu_scan(q, d, ql, dl, cutoffs, pn_grid, buckets=None, threads=None):
+    n_bits = q.shape[1]
+    words = [code_words(c, n_bits, False) for c in (q, d)]
+    return _kernels.scan(*words, n_bits, *label_words(ql, dl), ql.ndim == 2, cutoffs, pn_grid, buckets, threads)
+
+
+def _assert_same_scan(a, b):
+    """Equal counts; equal precisions to 1e-12 (the ball sums, over queries, relative to their size)."""
+    assert np.array_equal(a.n_relevant, b.n_relevant) and np.array_equal(a.pn_hits(), b.pn_hits())
+    for x, y in ((a.ap(), b.ap()), (a.tie, b.tie), (a.ball_sums / len(a.tie), b.ball_sums / len(b.tie))):
+        assert np.allclose(x, y, atol=1e-12, rtol=0)
+
+
 def test_torch_scan_equals_cpu_kernel_and_chunking_changes_nothing():
     rng = np.random.default_rng(3)
     q, d, ql, dl = random_case(rng, 37, 500, 32, multi_label=True)
-    ref = evaluate(q, d, ql, dl, topk=(10, 100))
-    args = [torch.as_tensor(a) for a in (q, d)] + [
-        torch.as_tensor(ql, dtype=torch.float32),
-        torch.as_tensor(dl, dtype=torch.float32),
-    ]
-    hist_k, ap_k, pn_k = (
-        torch.as_tensor(a)
-        for a in _kernels.scan(args[0].to(torch.int8), args[1].to(torch.int8), *args[2:], [500, 10, 100], [100, 200])
-    )
+    cpu = _cpu_scan(q, d, ql, dl, [500, 10, 100], [100, 200])
+    codes = [torch.as_tensor(c, dtype=torch.int8) for c in (q, d)]
+    labels = [torch.as_tensor(y, dtype=torch.float32) for y in (ql, dl)]
     for chunk in (1, 5, 37, 1000):
-        hist, ap, pn = _scan_torch(
-            args[0].to(torch.int8), args[1].to(torch.int8), *args[2:], [500, 10, 100], [100, 200], chunk
-        )
-        assert torch.equal(hist, hist_k) and torch.equal(pn, pn_k)
-        assert torch.allclose(ap, ap_k, atol=1e-12)
-    assert ref["map"] == pytest.approx(float(ap_k[:, 0].mean()), abs=1e-12)
+        _assert_same_scan(_scan_torch(*codes, *labels, [500, 10, 100], [100, 200], chunk), cpu)
+    assert evaluate(q, d, ql, dl, topk=(10, 100))["map"] == pytest.approx(float(cpu.ap()[:, 0].mean()), abs=1e-12)
+
+
+def test_cpu_threads_change_no_bit_and_query_chunks_nothing(monkeypatch):
+    rng = np.random.default_rng(4)
+    q, d, ql, dl = random_case(rng, 150, 3001, 64, n_patterns=5)
+    whole = _cpu_scan(q, d, ql, dl, [3001, 7, 1000], [10, 500], threads=1)
+    monkeypatch.setattr(_kernels, "QUERY_CHUNK", 9)  # chunks that divide neither the queries nor the groups
+    monkeypatch.setattr(_kernels, "SMALL_WORK", 0)  # threads even for this small a case
+    one = _cpu_scan(q, d, ql, dl, [3001, 7, 1000], [10, 500], threads=1)
+    _assert_same_scan(one, whole)
+    for threads in (2, 3):
+        by_threads = _cpu_scan(q, d, ql, dl, [3001, 7, 1000], [10, 500], threads=threads)
+        for name in ("mark_sums", "mark_hits", "tie", "n_relevant", "ball_sums"):
+            assert np.array_equal(getattr(by_threads, name), getattr(one, name)), name
 
 
 @needs_cuda
@@ -157,10 +174,10 @@ def test_spherical_distance_matches_reference(n_bits, multi_label):
     assert ours["curves"]["p@n"]["precision"] == pytest.approx([ref["p@50"]], abs=1e-12)
     assert "p@h<=2" not in ours and "pr_radius" not in ours["curves"]
     args = [torch.as_tensor(a) for a in (q, d, ql, dl)]
-    hist, ap, _ = _scan_torch(
+    scan = _scan_torch(
         args[0].to(torch.int8), args[1].to(torch.int8), args[2], args[3], [250, 10], [50], 7, spherical_buckets(n_bits)
     )
-    assert float(ap[:, 0].mean()) == pytest.approx(ours["map"], abs=1e-12)
+    assert float(scan.ap()[:, 0].mean()) == pytest.approx(ours["map"], abs=1e-12)
 
 
 def test_spherical_tie_aware_matches_enumeration():
@@ -176,3 +193,111 @@ def test_spherical_tie_aware_matches_enumeration():
 def test_unknown_distance_is_named():
     with pytest.raises(BenchError, match="unknown distance 'cosine'"):
         evaluate([[1, 1]], [[1, -1]], [0], [0], distance="cosine")
+
+
+@pytest.mark.parametrize("n_bits", [1, 3, 7, 9, 31, 33, 63, 65, 100, 127, 128, 129, 255, 256, 1024])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_any_code_length_matches_reference(n_bits, multi_label):
+    rng = np.random.default_rng(n_bits + 1000 * multi_label)
+    q, d, ql, dl = random_case(rng, 6, 90, n_bits, multi_label=multi_label, n_patterns=3)
+    ours = evaluate(q, d, ql, dl, topk=(1, 20, 500), pn=(5, 90), radius=n_bits // 3)
+    ref = reference_evaluate(q, d, ql, dl, topk=(1, 20, 500), pn=(5, 90), radius=n_bits // 3)
+    for key in ("map", "map@1", "map@20", "map@500", f"p@h<={n_bits // 3}"):
+        assert ours[key] == pytest.approx(ref[key], abs=1e-12), key
+    assert ours["curves"]["p@n"]["precision"] == pytest.approx([ref["p@5"], ref["p@90"]], abs=1e-12)
+
+
+def test_more_labels_than_a_word_and_many_classes():
+    rng = np.random.default_rng(12)
+    q, d, ql, dl = random_case(rng, 8, 300, 24, n_classes=70, multi_label=True, flip=0.2)
+    ref = reference_evaluate(q, d, ql, dl, topk=(50,))
+    assert evaluate(q, d, ql, dl, topk=(50,))["map@50"] == pytest.approx(ref["map@50"], abs=1e-12)
+    q, d, ql, dl = random_case(rng, 8, 300, 24, n_classes=300)
+    ids = [np.array([-(2**40), 7, 2**40])[y % 3] * 1000 + y for y in (ql, dl)]  # ids wider than any small dtype
+    assert evaluate(q, d, *ids)["map"] == pytest.approx(reference_evaluate(q, d, *ids)["map"], abs=1e-12)
+
+
+def test_every_input_form_scores_the_same():
+    rng = np.random.default_rng(13)
+    q, d, ql, dl = random_case(rng, 12, 400, 40, multi_label=True)
+    expected = evaluate(q, d, ql, dl)
+    packed = [pack_codes(c)[0] for c in (q, d)]
+    forms = {
+        "bool": ((q > 0), (d > 0), ql.astype(bool), dl.astype(bool)),
+        "uint8 0/1": ((q > 0).astype(np.uint8), (d > 0).astype(np.uint8), ql, dl),
+        "float32": (q.astype(np.float32), d.astype(np.float32), ql.astype(np.float32), dl.astype(np.float32)),
+        "torch": tuple(torch.as_tensor(a) for a in (q, d, ql, dl)),
+        "lists": (q.tolist(), d.tolist(), ql.tolist(), dl.tolist()),
+    }
+    for name, arrays in forms.items():
+        assert evaluate(*arrays) == expected, name
+    assert evaluate(*packed, ql, dl, packed_bits=40) == expected
+    assert np.array_equal(unpack_codes(packed[0], 40), q)
+
+
+def test_packed_codes_are_faiss_layout_little_bit_order():
+    codes = -np.ones((1, 12), np.int8)
+    codes[0, [0, 3, 9]] = 1
+    packed, n_bits = pack_codes(codes)
+    assert n_bits == 12 and packed.tolist() == [[0b00001001, 0b00000010]]
+
+
+@pytest.mark.parametrize(
+    "codes,packed_bits,message",
+    [
+        (np.array([[0, 16]], np.uint8), 12, "padding bits after bit 12"),
+        (np.array([[1, 0, 1]], np.uint8), 16, "padding bits after bit 16"),
+        (np.array([[1, 1]], np.int16), 16, "must be uint8 rows"),
+        (np.array([[1]], np.uint8), 16, "at least 2 bytes"),
+    ],
+)
+def test_bad_packed_codes_are_named(codes, packed_bits, message):
+    with pytest.raises(BenchError, match=message):
+        evaluate(codes, codes, [0], [0], packed_bits=packed_bits)
+
+
+def test_k_and_n_above_the_database_and_a_database_smaller_than_the_lanes():
+    rng = np.random.default_rng(14)
+    for n_d in (1, 2, 3, 5, 7):
+        q, d, ql, dl = random_case(rng, 3, n_d, 8, n_classes=2)
+        ours = evaluate(q, d, ql, dl, topk=(1, 4, 100), pn=(2, 50))
+        ref = reference_evaluate(q, d, ql, dl, topk=(1, 4, 100), pn=(2,) if n_d >= 2 else ())
+        for key in ("map", "map@1", "map@4", "map@100"):
+            assert ours[key] == pytest.approx(ref[key], abs=1e-12), (n_d, key)
+        assert ours["curves"]["p@n"]["n"] == ([2] if n_d >= 2 else [])
+
+
+def test_harmonic_gaps_are_exact_to_rounding():
+    from fractions import Fraction
+
+    for before, n in [(0, 1), (0, 200), (5, 300), (126, 3), (127, 1), (1000, 1), (10**6, 5000), (3 * 10**6, 7)]:
+        exact = float(sum(Fraction(1, i) for i in range(before + 1, before + n + 1)))
+        assert _kernels._harmonic_gap(before, n) == pytest.approx(exact, rel=1e-15, abs=0)
+
+
+def test_scoring_makes_no_copy_of_the_codes_wider_than_their_bits():
+    import tracemalloc
+
+    rng = np.random.default_rng(15)
+    q, d, ql, dl = random_case(rng, 40, 200_000, 96)
+    q, d = q.astype(np.int8), d.astype(np.int8)  # 19 MB of codes; packed: 2.4 MB (whole 64-bit words: 3.2 MB)
+    evaluate(q[:2], d[:10], ql[:2], dl[:10])
+    tracemalloc.start()
+    evaluate(q, d, ql, dl)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    chunk = 2 * 2**20  # a bool temporary and its packed bits of the 2**20 values validated at a time, and more
+    assert peak < 3.2e6 + ql.nbytes + dl.nbytes + chunk  # the packed codes, the labels: no copy of the codes
+
+
+def test_scoring_imports_neither_torch_nor_pandas():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from bench import cli, codes, metrics; "
+        "metrics.evaluate(np.ones((2, 8)), np.ones((3, 8)), [0, 1], [0, 1, 1]); "
+        "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
