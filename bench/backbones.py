@@ -2,13 +2,25 @@
 
 - ``small_cnn``: three conv blocks and a 512-unit layer on 32 x 32 inputs, trained from scratch. The default: the
   papers fine-tune ImageNet-pretrained nets, and no pretrained weights are available offline.
-- ``alexnet``, ``vgg16``: torchvision's networks without their last (1000-way) layer, 4096-d features on 224 x 224
-  ImageNet-normalised inputs (grey images are repeated to three channels). ``weights`` takes a torchvision weights
-  name (``IMAGENET1K_V1``, downloaded by torchvision) or a state-dict file, for users who have them; empty means
-  from scratch. Records hold the config, so a table can say which was used.
+- ``alexnet``, ``vgg16``: torchvision's networks without their last (1000-way) layer, 4096-d features.
+- ``resnet50``: torchvision's ResNet-50 without its classifier, the 2048-d globally pooled features (the ResNet-50
+  of HashNet's and CSQ's code).
+- ``vit_b_16``: torchvision's ViT-B/16 without its head, the 768-d class token after the last encoder layer and
+  its layer norm; it takes only 224 x 224 inputs.
+
+The ImageNet backbones (all but the small CNN) take 224 x 224 ImageNet-normalised RGB inputs (grey images are
+repeated to three channels). ``weights`` takes a torchvision weights name (``IMAGENET1K_V1``, downloaded by
+torchvision) or a state-dict file (torchvision's parameter names), for users who have them; empty, the offline
+default, means a random initialisation, trained from scratch. Records hold the config, so a table says which.
 
 A backbone owns its preprocessing: ``prepare`` turns the harness's uint8 images into the float inputs it expects,
-on the device, so augmentations can be applied between ``prepare`` and ``forward``.
+on the device, so augmentations can be applied between ``prepare`` and ``forward``. Input sizes, as the toolkits
+(DeepHash-pytorch, FIRe, HashNet) feed their networks: images larger than 224 are taken as the toolkits'
+Resize(256) stage and their central 224/256 is cropped (exactly the central 224 x 224 of a 256 x 256 image:
+CenterCrop(224) at test time); smaller ones (the 32 x 32 sets, 64 x 64 NUS-WIDE of Cao et al.) are resized to 224,
+as the toolkits resize CIFAR-10. In training, ``augment`` crops a random 224 x 224 window of a 256 x 256 image and
+mirrors it with probability 1/2 (RandomCrop(224) + RandomHorizontalFlip); for smaller images it crops the prepared
+224 input and resizes the crop back (``bench.deep.random_crop_flip``).
 """
 
 from __future__ import annotations
@@ -19,12 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.deep import batched, to_float, train_hash_network
+from bench.deep import batched, random_crop_flip, to_float, train_hash_network
 from bench.errors import BenchError, unknown
 from bench.method import FitContext, Method, binarize
 
-INPUT_SIZE = {"small_cnn": 32, "alexnet": 224, "vgg16": 224}  # square input side each backbone expects
+INPUT_SIZE = {"small_cnn": 32, "alexnet": 224, "vgg16": 224, "resnet50": 224, "vit_b_16": 224}  # square side
 BACKBONES = tuple(INPUT_SIZE)
+FEATURES = {"small_cnn": 512, "alexnet": 4096, "vgg16": 4096, "resnet50": 2048, "vit_b_16": 768}
+RESIZE = 256  # the toolkits' Resize(256) before their 224 crops: a larger input is taken as that stage
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -56,16 +70,28 @@ class Backbone(nn.Module):
             import torchvision
 
             model = getattr(torchvision.models, name)(weights=None)
-            self.imagenet, self.dim = True, 4096
-            # features -> pooling -> classifier without its 1000-way layer (fc7 features, as DeCAF7 / DeepBit)
-            self.net = nn.Sequential(model.features, model.avgpool, nn.Flatten(), *list(model.classifier)[:-1])
+            self.imagenet, self.dim = True, FEATURES[name]
+            if name in ("alexnet", "vgg16"):
+                # features -> pooling -> classifier without its 1000-way layer (fc7 features, as DeCAF7 / DeepBit)
+                self.net = nn.Sequential(model.features, model.avgpool, nn.Flatten(), *list(model.classifier)[:-1])
+            else:
+                # the model itself with its classifier an identity: ResNet's pooled features, ViT's class token
+                setattr(model, "fc" if name == "resnet50" else "heads", nn.Identity())
+                self.net = model
         if weights:
             load_weights(self.net, model, name, weights)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (n, c, h, w), or float images in [-1, 1] (a generator's), -> float inputs: [-1, 1] for the small
-        CNN; ImageNet-normalised RGB for the others; resized to the backbone's input size."""
+        CNN; ImageNet-normalised RGB for the others; at the backbone's input size. An ImageNet backbone takes a uint8
+        image larger than its input as the toolkits' Resize(256) output and crops its central size/256 (the central
+        224 x 224 of a 256 x 256 image), resizing only if that is not already 224; smaller ones are resized."""
         if x.dtype == torch.uint8:
+            if self.imagenet and max(x.shape[-2:]) > self.size:
+                h, w = x.shape[-2:]
+                ch, cw = round(h * self.size / RESIZE), round(w * self.size / RESIZE)
+                top, left = round((h - ch) / 2), round((w - cw) / 2)  # torchvision's CenterCrop
+                x = x[..., top : top + ch, left : left + cw]
             out = to_float(x, self.size)
         else:
             out = (
@@ -74,8 +100,28 @@ class Backbone(nn.Module):
                 else F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
             )
             out = out.clone() if self.imagenet else out
-        if not self.imagenet:
-            return out
+        return self._normalise(out) if self.imagenet else out
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator, crop: float = 0.875, flip: bool = True):
+        """Training inputs of uint8 images, cropped at random (a square of ``crop`` of each side at a random
+        position) and mirrored with probability 1/2 when ``flip``. For an ImageNet backbone and images larger than
+        its input, the crop is cut from the image itself at whole-pixel offsets, the toolkits' RandomCrop(224) of
+        a 256 x 256 image (resized to 224 only when ``crop`` x side is not 224); otherwise it is
+        ``random_crop_flip`` of the prepared input (resized back to the input size). Draws from ``generator``."""
+        if not (self.imagenet and x.dtype == torch.uint8 and max(x.shape[-2:]) > self.size):
+            return random_crop_flip(self.prepare(x), generator, crop, flip)
+        n, _, h, w = x.shape
+        ch, cw = max(1, round(crop * h)), max(1, round(crop * w))
+        top = torch.randint(0, h - ch + 1, (n,), generator=generator).tolist()
+        left = torch.randint(0, w - cw + 1, (n,), generator=generator).tolist()
+        mirror = (torch.rand(n, generator=generator) < 0.5) & flip
+        patches = torch.stack([x[i, :, t : t + ch, lo : lo + cw] for i, (t, lo) in enumerate(zip(top, left))])
+        patches = torch.where(mirror.to(x.device)[:, None, None, None], patches.flip(-1), patches)
+        return self._normalise(to_float(patches, self.size))
+
+    @staticmethod
+    def _normalise(out: torch.Tensor) -> torch.Tensor:
+        """Floats in [-1, 1] -> ImageNet-normalised RGB (grey repeated to three channels)."""
         out = out.add_(1).div_(2)  # [0, 1], then ImageNet's normalisation
         if out.shape[1] == 1:
             out = out.expand(-1, 3, -1, -1)

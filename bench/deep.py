@@ -144,11 +144,11 @@ def pairwise_likelihood(
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
     """The fields every deep method has: which ``bench.backbones`` network, and its initial weights. The papers
-    fine-tune ImageNet-pretrained AlexNet or VGG-16; offline there are none, so the default is the small CNN from
-    scratch, and records hold these fields so a table can say which was used."""
+    fine-tune ImageNet-pretrained AlexNet or VGG-16 (later ones ResNet-50 or ViT-B/16); offline there are none, so
+    the default is the small CNN from scratch, and records hold these fields so a table can say which was used."""
 
-    backbone: typing.Literal["small_cnn", "alexnet", "vgg16"] = "small_cnn"
-    weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = from scratch
+    backbone: typing.Literal["small_cnn", "alexnet", "vgg16", "resnet50", "vit_b_16"] = "small_cnn"
+    weights: str = ""  # torchvision weights name (IMAGENET1K_V1) or a state-dict file; "" = random initialisation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,11 +177,12 @@ class SupervisedConfig(BackboneConfig):
 SUPERVISED_CPU_REDUCED = {"iterations": 500, "batch_size": 64}
 
 
-def sgd(net, config: SupervisedConfig):
-    """SGD over the backbone and the new layer (at ``head_lr_mult`` x the rate), with the step schedule."""
+def sgd(net, config: SupervisedConfig, head: tuple = ()):
+    """SGD over the backbone and the new layer (at ``head_lr_mult`` x the rate), with the step schedule. ``head``:
+    further new parameters of the loss (a classifier on the codes, learnable centres), trained as the new layer."""
     groups = [
         {"params": list(net.backbone.parameters()), "lr": config.lr},
-        {"params": list(net.layer.parameters()), "lr": config.lr * config.head_lr_mult},
+        {"params": list(net.layer.parameters()) + list(head), "lr": config.lr * config.head_lr_mult},
     ]
     opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
@@ -205,15 +206,17 @@ def train_hash_network(
 ) -> dict:
     """The training loop of the supervised deep baselines: ``config.iterations`` SGD steps on shuffled batches
     of the device-resident images, cropped and flipped on the device. ``batch_loss(outputs, idx, step)`` returns
-    (loss, {term: value}) for the network's outputs on the batch of training indices ``idx``. Returns the log
-    (mean terms every ``log_every`` steps); a non-finite loss raises Diverged."""
-    opt, schedule = sgd(net, config)
+    (loss, {term: value}) for the network's outputs on the batch of training indices ``idx``; a ``batch_loss``
+    that is an ``nn.Module`` has its parameters trained with the new layer. Returns the log (mean terms every
+    ``log_every`` steps); a non-finite loss raises Diverged."""
+    head = tuple(batch_loss.parameters()) if isinstance(batch_loss, torch.nn.Module) else ()
+    opt, schedule = sgd(net, config, head)
     net.train()
     log = LossLog(name)
     for step, idx in enumerate(
         iteration_batches(x.shape[0], config.batch_size, config.iterations, generator, x.device), 1
     ):
-        inputs = random_crop_flip(net.backbone.prepare(x[idx]), generator, config.crop, config.flip)
+        inputs = net.backbone.augment(x[idx], generator, config.crop, config.flip)
         loss, terms = batch_loss(net(inputs), idx, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()

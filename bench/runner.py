@@ -271,6 +271,7 @@ def compute_record(
             "database": int(split.x_database.shape[0]),
             "train": int(split.x_train.shape[0]),
         },
+        "data_provenance": split.provenance,  # list-file protocols: each list's sha256, path rewrites, cache
         **evaluation,  # metrics, counts, curves, semantics, and how clusters were made
         "training": getattr(method, "training_", None),  # deep methods: losses, epoch kept and why
         "timings": {_fit_timing(method): fit_s, "encode_s": encode_s, "evaluate_s": evaluate_s},

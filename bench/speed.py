@@ -365,7 +365,7 @@ def benchmark_loader(
     from PIL import Image
 
     from bench.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, HashNetwork
-    from bench.deep import SupervisedConfig, iteration_batches, pair_weights, pairwise_likelihood, random_crop_flip, sgd
+    from bench.deep import SupervisedConfig, iteration_batches, pair_weights, pairwise_likelihood, sgd
 
     if backbone not in BACKBONES:  # before loading anything
         raise unknown("backbone", backbone, BACKBONES)
@@ -400,7 +400,7 @@ def benchmark_loader(
             if i == 1:  # after the warm-up step
                 sync()
                 t = time.perf_counter()
-            step(net, opt, random_crop_flip(net.backbone.prepare(x[idx]), g, config.crop, config.flip), y[idx])
+            step(net, opt, net.backbone.augment(x[idx], g, config.crop, config.flip), y[idx])
         sync()
         return time.perf_counter() - t
 

@@ -48,7 +48,6 @@ from bench.deep import (
     iteration_batches,
     pair_weights,
     pairwise_likelihood,
-    random_crop_flip,
     sgd,
     to_float,
 )
@@ -414,7 +413,7 @@ class HashGANCao(DeepHashMethod):
     def _encode_augmented(self, images, g):
         """F on a randomly cropped and flipped batch (real uint8 images or synthetic ones in [-1, 1])."""
         c = self.config
-        return self.net_(random_crop_flip(self.net_.backbone.prepare(images), g, c.crop, c.flip))
+        return self.net_(self.net_.backbone.augment(images, g, c.crop, c.flip))
 
     def _encoder_loss(self, h_real, h_fake, s):
         """L_F (Eq. 10) over real-real pairs and, with synthetic images, real-synthetic pairs (never

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from baselines.deepbit import ANGLE_WEIGHTS, DeepBit
-from bench.backbones import Backbone
+from bench.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from bench.data import PROTOCOLS, load_split
-from bench.deep import rotate
+from bench.deep import random_crop_flip, rotate
 from bench.errors import BenchError
 from bench.method import make_config, seeded
 
@@ -51,6 +51,82 @@ def test_bad_weights_are_named(tmp_path):
         Backbone("small_cnn", 1, str(unrelated))
     with pytest.raises(BenchError, match="unknown backbone 'resnet'"):
         Backbone("resnet", 3)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    with seeded(0):
+        return Backbone("resnet50", 3).eval()
+
+
+def pixels(inputs: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised inputs back to uint8 pixels (exact for inputs cut from uint8 images without resizing)."""
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (inputs * std + mean).mul(255).round().to(torch.uint8)
+
+
+def test_resnet50_gives_2048_pooled_features_from_random_weights_or_a_state_dict_file(resnet, tmp_path):
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)  # grey, small: repeated to RGB, resized to 224
+    with torch.no_grad():
+        assert resnet(resnet.prepare(x)).shape == (2, 2048) and resnet.dim == 2048
+    conv1 = torch.randn_like(resnet.net.conv1.weight)
+    path = tmp_path / "resnet50.pt"  # torchvision's names; the classifier's keys are ignored
+    torch.save({"conv1.weight": conv1, "fc.weight": torch.zeros(1000, 2048)}, path)
+    assert torch.equal(Backbone("resnet50", 3, str(path)).net.conv1.weight, conv1)
+    with pytest.raises(BenchError, match=r"'IMAGENET_V9' is neither a file nor .*IMAGENET1K_V1, IMAGENET1K_V2"):
+        Backbone("resnet50", 3, "IMAGENET_V9")
+
+
+@pytest.mark.slow
+def test_vit_b_16_gives_the_768_d_class_token(tmp_path):
+    """A ViT-B/16 of random weights (86M parameters: seconds to build on a CPU), one forward pass."""
+    with seeded(0):
+        net = Backbone("vit_b_16", 3).eval()
+    with torch.no_grad():
+        features = net(net.prepare(torch.randint(0, 256, (1, 3, 256, 256), dtype=torch.uint8)))
+    assert features.shape == (1, 768) and net.dim == 768 and torch.isfinite(features).all()
+    token = torch.randn_like(net.net.class_token)
+    torch.save({"class_token": token}, tmp_path / "vit.pt")
+    assert torch.equal(Backbone("vit_b_16", 3, str(tmp_path / "vit.pt")).net.class_token, token)
+
+
+def test_the_new_backbones_are_config_choices():
+    from baselines.hashnet import HashNet
+
+    assert make_config(HashNet, {"backbone": "vit_b_16"}).backbone == "vit_b_16"
+    assert make_config(HashNet, {"backbone": "resnet50", "weights": "IMAGENET1K_V2"}).weights == "IMAGENET1K_V2"
+    with pytest.raises(BenchError, match="resnet18"):
+        make_config(HashNet, {"backbone": "resnet18"})
+
+
+def test_a_256_image_is_centre_cropped_to_224_at_test_time_and_small_ones_resized(resnet):
+    x = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8)
+    inputs = resnet.prepare(x)
+    assert inputs.shape == (2, 3, 224, 224) and torch.equal(pixels(inputs), x[..., 16:240, 16:240])
+    assert resnet.prepare(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)).shape == (2, 3, 224, 224)
+
+
+def test_training_crops_are_random_224_windows_of_the_256_image_mirrored_at_random(resnet):
+    n = 16
+    x = torch.zeros(n, 3, 256, 256, dtype=torch.uint8)
+    x[:, 0] = torch.arange(256, dtype=torch.uint8)[:, None]  # each pixel names its row and column
+    x[:, 1] = torch.arange(256, dtype=torch.uint8)[None, :]
+    x[:, 2] = torch.randint(0, 256, (n, 256, 256), dtype=torch.uint8)
+    out = pixels(resnet.augment(x, torch.Generator().manual_seed(0)))
+    assert out.shape == (n, 3, 224, 224)
+    windows = []
+    for i in range(n):
+        top, mirrored = int(out[i, 0, 0, 0]), bool(out[i, 1, 0, 0] > out[i, 1, 0, 1])
+        left = int(out[i, 1, 0, -1 if mirrored else 0])
+        window = x[i, :, top : top + 224, left : left + 224]
+        assert torch.equal(out[i], window.flip(-1) if mirrored else window)  # a whole-pixel crop, no resampling
+        windows.append((top, left, mirrored))
+    assert len({(t, left) for t, left, _ in windows}) > n // 2 and {m for *_, m in windows} == {False, True}
+    again = pixels(resnet.augment(x, torch.Generator().manual_seed(0)))
+    assert torch.equal(again, out)  # the method's generator decides every draw
+    small = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)  # as before: crop the prepared 224 input
+    expected = random_crop_flip(resnet.prepare(small), torch.Generator().manual_seed(1))
+    assert torch.equal(resnet.augment(small, torch.Generator().manual_seed(1)), expected)
 
 
 def test_rotate_turns_images_and_is_the_identity_at_zero():

@@ -99,3 +99,30 @@ def test_download_asks_torchvision_for_missing_files(tmp_path, monkeypatch):
         BY_NAME["mnist-dizaji2018"].loader(tmp_path, False)
     data = BY_NAME["mnist-dizaji2018"].loader(tmp_path, True)
     assert calls == [(str(tmp_path), True)] and data.x.shape == (70000, 1, 28, 28)
+
+
+# The toolkits' protocols from list files used as given (tests/test_listfiles.py reads tiny sets through them):
+# name -> (toolkit folder, labels per line, mAP@K cutoffs).
+LIST_PROTOCOLS = {
+    "cifar10-i": ("cifar10", 10, (54000,)),
+    "cifar10-ii": ("cifar10", 10, (50000,)),
+    "nuswide-21": ("nus_wide", 21, (5000,)),
+    "nuswide-81": ("nus_wide", 81, (5000,)),
+    "coco": ("coco", 80, (5000,)),
+    "imagenet-100": ("imagenet", 100, (1000,)),
+    "mirflickr-25k": ("mirflickr", 38, (1000, 20000)),
+}
+
+
+@pytest.mark.parametrize("name", LIST_PROTOCOLS)
+def test_list_protocols_say_where_their_lists_go_when_they_are_missing(name, tmp_path):
+    folder, n_labels, topk = LIST_PROTOCOLS[name]
+    protocol = BY_NAME[name]
+    assert protocol.topk == topk and protocol.loader.n_labels == n_labels
+    assert f"<root>/{folder}" in protocol.description and f"MAP@{topk[-1]}" in protocol.description
+    with pytest.raises(BenchError) as error:
+        load_split(protocol, "images", "cpu", str(tmp_path))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{name}: no list files under data root {tmp_path}")
+    assert f"test.txt, database.txt, train.txt in {tmp_path / folder / name} or {tmp_path / folder} " in message
+    assert not list(tmp_path.iterdir())  # the data root is only read
