@@ -235,3 +235,6 @@ def test_bench_run_on_a_list_file_protocol_end_to_end(tmp_path, capsys):
     assert record["protocol"] == "cifar10-i" and record["sizes"] == {"query": 10, "database": 30, "train": 20}
     assert set(record["metrics"]) >= {"map", "map@54000"} and record["counts"]["n_database"] == 30
     assert record["metrics"]["map@54000"] == pytest.approx(record["metrics"]["map"])  # K beyond the database: all
+    lists = record["data_provenance"]["lists"]  # what was read, so a table can tell the lists apart
+    assert set(lists) == {"test.txt", "database.txt", "train.txt"}
+    assert all(len(entry["sha256"]) == 64 for entry in lists.values())
