@@ -76,10 +76,12 @@ def test_loss_log_averages_each_term_since_the_last_entry_and_stops_on_a_non_fin
 
 def test_cpu_reduced_recipes_name_real_fields_and_shorten_the_schedule():
     registry = get_registry()
-    for name in ("hashnet", "dhn", "dnnh", "cnnh", "deepbit", "uth"):
-        cls = registry.method(name)
+    deep = [cls for cls in registry.methods.values() if cls.input == "images" and "cpu-reduced" in cls.recipes]
+    assert {"hashnet", "dhn", "dnnh", "cnnh", "deepbit", "uth", "csq", "cibhash"} <= {cls.name for cls in deep}
+    for cls in deep:
+        name = cls.name
         reduced, default = make_config(cls, cls.recipes["cpu-reduced"]), cls.Config()
-        counts = [k for k in cls.recipes["cpu-reduced"] if k.endswith("iterations")]
+        counts = [k for k in cls.recipes["cpu-reduced"] if k.endswith(("iterations", "epochs"))]
         assert counts and all(getattr(reduced, k) < getattr(default, k) for k in counts), name
 
 
