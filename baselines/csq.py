@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.backbones import DeepHashMethod
-from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, pair_weights, pairwise_likelihood
+from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, log_cosh, pair_weights, pairwise_likelihood
 from bench.hookspecs import hookimpl
 from bench.method import FitContext, setting
 from bench.metrics import relevance
@@ -119,12 +119,6 @@ def centre_targets(y: torch.Tensor, centres: torch.Tensor, generator: torch.Gene
     total = y.to(centres.dtype) @ centres
     ties = torch.where(torch.rand(total.shape, generator=generator) < 0.5, 1.0, -1.0).to(total.device)
     return torch.where(total > 0, 1.0, torch.where(total < 0, -1.0, ties))
-
-
-def log_cosh(u: torch.Tensor) -> torch.Tensor:
-    """log cosh(u), written stably: |u| + softplus(-2|u|) - log 2."""
-    u = u.abs()
-    return u + F.softplus(-2 * u) - math.log(2.0)
 
 
 def central_similarity(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import dataclasses
 import torch
 
 from bench.backbones import DeepHashMethod
-from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, pairwise_likelihood
+from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, log_cosh, pairwise_likelihood
 from bench.hookspecs import hookimpl
 from bench.method import setting
 from bench.metrics import relevance
@@ -42,9 +42,7 @@ class DHN(DeepHashMethod):
             s = relevance(y[idx], y[idx])
             mask = 1 - torch.eye(len(idx), device=z.device)  # an item paired with itself teaches nothing
             likelihood = pairwise_likelihood(z, z, s, c.inner_product_scale, mask)
-            # log cosh(|z| - 1), written stably: |u| + softplus(-2|u|) - log 2
-            u = (z.abs() - 1).abs()
-            quantization = (u + torch.nn.functional.softplus(-2 * u) - 0.6931471805599453).sum(1).mean()
+            quantization = log_cosh(z.abs() - 1).sum(1).mean()
             return likelihood + c.w_quantization * quantization, {
                 "likelihood": likelihood,
                 "quantization": quantization,

@@ -9,7 +9,7 @@ and a linear classifier W (K x C) on the codes, for labels Y (one-hot class ids 
 by alternating, at every iteration:
   - the network step, on the batch: the likelihood of the batch's pairs with every training item (the stored
     outputs U of the others, as in DPSH) and eta ||b_i - u_i||^2 with B fixed; the batch's share of J divided by
-    (batch x n) (``baselines.dpsh.batch_objective``);
+    (batch x n) (``bench.deep.batch_objective``);
   - the W step, in closed form: W = (B^T B + nu/mu I)^(-1) B^T Y (a ridge regression of the labels on the codes);
   - the B step, bit by bit by discrete cyclic coordinate descent: with P = Y W^T + (eta/mu) U, B minimises
     ||B W||^2 - 2 tr(P^T B), and for bit k, with B', W' the others, B_k = sign(P_k - B' W' w_k) (w_k the k-th
@@ -35,9 +35,8 @@ import typing
 
 import torch
 
-from baselines.dpsh import batch_objective, sign
 from bench.backbones import DeepHashMethod
-from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, train_hash_network
+from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, batch_objective, sign, train_hash_network
 from bench.hookspecs import hookimpl
 from bench.method import FitContext, label_matrix, setting
 from bench.metrics import relevance

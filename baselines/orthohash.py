@@ -29,7 +29,7 @@ from torch import nn
 
 from baselines.csq import bernoulli_centres, centres_record, hash_centres, n_classes
 from bench.backbones import DeepHashMethod
-from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig
+from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, sign
 from bench.hookspecs import hookimpl
 from bench.method import FitContext, setting
 
@@ -64,7 +64,7 @@ def orthohash_loss(v, y, codebook, s: float, m: float, kind: str = "cos") -> tor
 
 def cosine_quantization(v: torch.Tensor) -> torch.Tensor:
     """1 - cos(v, sign(v)) averaged over the items, sign held fixed (the code's "cs" quantization)."""
-    return (1 - F.cosine_similarity(v, torch.where(v >= 0, 1.0, -1.0).detach(), dim=1)).mean()
+    return (1 - F.cosine_similarity(v, sign(v).detach(), dim=1)).mean()
 
 
 class OrthoHash(DeepHashMethod):

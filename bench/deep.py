@@ -141,6 +141,39 @@ def pairwise_likelihood(
     return (weights * loss).sum() / weights.sum().clamp(min=1e-12)
 
 
+def sign(u: torch.Tensor) -> torch.Tensor:
+    """sign(u) in {-1, +1} as float, sign(0) = +1 (the project's convention)."""
+    return torch.where(u >= 0, 1.0, -1.0).to(u.dtype)
+
+
+def log_cosh(u: torch.Tensor) -> torch.Tensor:
+    """log cosh(u), written stably: |u| + softplus(-2|u|) - log 2."""
+    u = u.abs()
+    return u + F.softplus(-2 * u) - math.log(2.0)
+
+
+def likelihood_to_stored(u: torch.Tensor, stored: torch.Tensor, s: torch.Tensor, scale: float) -> torch.Tensor:
+    """mean over (i in the batch, j in the training set) of log(1 + e^Theta_ij) - s_ij Theta_ij, Theta_ij =
+    scale u_i^T U_j with U the stored outputs (held fixed): the pairwise negative log-likelihood of DPSH's Eq. 3 /
+    DSDH's Eq. 6 for the pairs of a batch. softplus keeps it finite for large |Theta|."""
+    theta = scale * u @ stored.T
+    return (F.softplus(theta) - s.to(theta.dtype) * theta).mean()
+
+
+def batch_objective(
+    u: torch.Tensor, stored: torch.Tensor, s: torch.Tensor, codes: torch.Tensor, eta: float, scale: float
+) -> tuple[torch.Tensor, dict]:
+    """The batch's share of J = sum_ij NLL_ij + eta sum_i ||b_i - u_i||^2 (DPSH Eq. 3, DSDH's network terms),
+    divided by (batch x n): the pair sum counts each pair both ways, and the stored side is held fixed, hence
+    the 2; the quantization is over the batch's items only, hence eta / n. Returns (loss, terms)."""
+    likelihood = likelihood_to_stored(u, stored, s, scale)
+    quantization = ((codes - u) ** 2).sum(1).mean()
+    return 2 * likelihood + eta / stored.shape[0] * quantization, {
+        "likelihood": likelihood,
+        "quantization": quantization,
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class BackboneConfig:
     """The fields every deep method has: which ``bench.backbones`` network, and its initial weights. The papers

@@ -17,7 +17,6 @@ from baselines.csq import (
     hadamard,
     hamming_distances,
     hash_centres,
-    log_cosh,
     quantization,
 )
 from baselines.dpn import DPN, polarization, polarization_per_label
@@ -31,6 +30,7 @@ from baselines.greedyhash import (
 )
 from baselines.orthohash import OrthoHash, orthohash_loss
 from bench.data import load_split
+from bench.deep import log_cosh
 from bench.method import make_config, seeded
 from bench.metrics import evaluate
 

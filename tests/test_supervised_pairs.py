@@ -9,10 +9,11 @@ import torch
 from conftest import DIGITS
 
 from baselines.dch import DCH, cauchy_cross_entropy, cauchy_distance, cauchy_quantization
-from baselines.dpsh import DPSH, batch_objective, likelihood_to_stored, sign
+from baselines.dpsh import DPSH
 from baselines.dsdh import DSDH, b_step, w_step
 from baselines.dsh import DSH, relaxed_pair_loss, squared_distances
 from bench.data import load_split
+from bench.deep import batch_objective, likelihood_to_stored, sign
 from bench.method import binarize, label_matrix, make_config, seeded
 from bench.metrics import evaluate, relevance
 
