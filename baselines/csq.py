@@ -23,102 +23,27 @@ Defaults: lambda = 1e-4 (the PyTorch port's value; the release weights its squar
 Departures, each a Config switch: ``quantization="squared"`` is the release's (|h| - 1)^2 in place of log cosh;
 ``w_pairwise`` adds the release's extra HashNet pairwise likelihood (its lambda1 = 0.2; here on all pairs of the
 batch, alpha = 10 / K, balanced weights, ``bench.deep.pairwise_likelihood``), 0 by default as the paper has none;
-when the required distance cannot be met within ``CENTRE_TRIES`` draws for one centre (many classes, few bits),
-it is lowered one bit at a time and the distance kept is stored in ``training_``. The release draws the whole set
-again until its minimum is met (and its notebook also asks for a mean of K/2, which Bernoulli draws have in
-expectation); it breaks multi-label ties with one random vector shared by all items. Backbone and schedule are the
+when the required distance cannot be met within ``bench.centres.CENTRE_TRIES`` draws for one centre (many classes,
+few bits), it is lowered one bit at a time and the distance kept is stored in ``training_``. The release draws the
+whole set again until its minimum is met (and its notebook also asks for a mean of K/2, which Bernoulli draws have
+in expectation); it breaks multi-label ties with one random vector shared by all items. Backbone and schedule are the
 shared ones of bench.deep.SupervisedConfig (from scratch by default; the paper fine-tunes AlexNet/ResNet with Adam).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 
 import torch
 import torch.nn.functional as F
 
 from bench.backbones import DeepHashMethod
+from bench.centres import centre_targets, centres_record, hash_centres, n_classes
 from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, log_cosh, pair_weights, pairwise_likelihood
 from bench.hookspecs import hookimpl
 from bench.method import FitContext, setting
 from bench.metrics import relevance
-
-CENTRE_TRIES = 2_000  # random draws for one centre before the required distance is lowered by one bit
-_BLOCK = 64  # candidates drawn (and checked) at once
-
-
-class Centres(typing.NamedTuple):
-    codes: torch.Tensor  # (n_classes, n_bits) float32 in {-1, +1}, on the CPU
-    construction: str  # "hadamard" or "bernoulli"
-    min_distance: int  # the least Hamming distance the construction guarantees between two centres
-
-
-def hadamard(n: int) -> torch.Tensor:
-    """Sylvester's n x n Hadamard matrix (n a power of two): entries +-1, rows pairwise orthogonal (H H^T = n I)."""
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"Sylvester's construction needs a power of two, not {n}")
-    h = torch.ones(1, 1)
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
-    return h
-
-
-def hamming_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(len(a), len(b)) Hamming distances of +-1 codes."""
-    return (a.shape[1] - a @ b.T) / 2
-
-
-def bernoulli_centres(n_classes: int, n_bits: int, generator: torch.Generator, min_distance: int = 0) -> Centres:
-    """Random +-1 centres, each bit Bernoulli(1/2), drawn one after another; a draw is kept when it lies at least
-    ``min_distance`` bits from every centre kept before. After ``CENTRE_TRIES`` refused draws for one centre the
-    required distance drops by one bit (it can always reach 0)."""
-    kept = torch.empty(0, n_bits)
-    required, refused = max(int(min_distance), 0), 0
-    while len(kept) < n_classes:
-        block = torch.where(torch.rand(_BLOCK, n_bits, generator=generator) < 0.5, 1.0, -1.0)
-        if required == 0:
-            kept = torch.cat([kept, block[: n_classes - len(kept)]])
-            continue
-        for candidate in block:
-            if not len(kept) or hamming_distances(candidate[None], kept).min() >= required:
-                kept, refused = torch.cat([kept, candidate[None]]), 0
-                if len(kept) == n_classes:
-                    break
-            else:
-                refused += 1
-                if refused >= CENTRE_TRIES:
-                    required, refused = required - 1, 0
-    return Centres(kept, "bernoulli", required)
-
-
-def hash_centres(n_classes: int, n_bits: int, generator: torch.Generator, min_distance_fraction: float = 0.25):
-    """CSQ's hash centres (Sec. 3.2): Hadamard rows when ``n_bits`` is a power of two and 2 n_bits >= n_classes
-    (pairwise distance >= n_bits / 2, no randomness), else Bernoulli centres more than ``min_distance_fraction``
-    x n_bits apart (``bernoulli_centres``)."""
-    if n_bits & (n_bits - 1) == 0 and n_classes <= 2 * n_bits:
-        h = hadamard(n_bits)
-        rows = torch.cat([h, -h])[:n_classes]
-        return Centres(rows, "hadamard", n_bits // 2 if n_classes > 1 else n_bits)
-    return bernoulli_centres(n_classes, n_bits, generator, math.floor(min_distance_fraction * n_bits) + 1)
-
-
-def n_classes(y: torch.Tensor) -> int:
-    """The number of classes of class ids (n,) or multi-hot labels (n, c)."""
-    return y.shape[1] if y.ndim == 2 else int(y.max()) + 1
-
-
-def centre_targets(y: torch.Tensor, centres: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each item's target code (n, K) in {-1, +1}: its class's centre; for multi-hot labels the centroid of its
-    labels' centres binarised by sign, a tied bit (sum 0, also every bit of an item without labels) drawn at
-    random (CSQ Sec. 3.2)."""
-    centres = centres.to(y.device)
-    if y.ndim == 1:
-        return centres[y]
-    total = y.to(centres.dtype) @ centres
-    ties = torch.where(torch.rand(total.shape, generator=generator) < 0.5, 1.0, -1.0).to(total.device)
-    return torch.where(total > 0, 1.0, torch.where(total < 0, -1.0, ties))
 
 
 def central_similarity(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -172,11 +97,6 @@ class CSQ(DeepHashMethod):
         super().fit(x, y, context)
         self.training_["centres"] = centres_record(self.centres_)
         return self
-
-
-def centres_record(centres: Centres) -> dict:
-    """What a record says of the centres a run trained towards."""
-    return {"construction": centres.construction, "n": len(centres.codes), "min_distance": centres.min_distance}
 
 
 @hookimpl

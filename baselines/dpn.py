@@ -10,7 +10,7 @@ pairs are formed. Codes: sign(v).
 
 Targets (``targets``): "bernoulli", each bit of each class drawn with probability 1/2 (the paper's random
 assignment, which it shows suffices); "csq", CSQ's hash centres (Hadamard rows, else Bernoulli centres kept
-apart; ``baselines.csq.hash_centres``). Multi-hot labels (``multi_label``): "per_label" sums the polarization loss
+apart; ``bench.centres.hash_centres``). Multi-hot labels (``multi_label``): "per_label" sums the polarization loss
 against each of the item's labels' targets (the authors' re-implementation); "centroid" polarises towards the
 sign of the sum of its labels' targets, ties at random (CSQ's rule, the DeepHash-pytorch port's).
 Defaults: m = 1 (the authors' default); ``w_regularization`` 0 (the re-implementations offer lambda mean(v^2): the
@@ -27,8 +27,8 @@ import typing
 
 import torch
 
-from baselines.csq import Centres, bernoulli_centres, centre_targets, centres_record, hash_centres, n_classes
 from bench.backbones import DeepHashMethod
+from bench.centres import Centres, bernoulli_centres, centre_targets, centres_record, hash_centres, n_classes
 from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig
 from bench.hookspecs import hookimpl
 from bench.method import FitContext, setting

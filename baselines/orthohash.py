@@ -12,7 +12,7 @@ each of its k labels 1/k (the cross-entropy against y / |y|); an item without la
 ``margin_type="arc"`` puts the margin on the angle, cos(theta_y + m), as the code's option. Codes: sign(v).
 
 Defaults: s = 8, m = 0.2, a Bernoulli codebook (each bit +-1 with probability 1/2, the code's default "B";
-``codebook="csq"`` takes CSQ's Hadamard/Bernoulli hash centres, ``baselines.csq.hash_centres``) and no
+``codebook="csq"`` takes CSQ's Hadamard/Bernoulli hash centres, ``bench.centres.hash_centres``) and no
 quantization term (``w_quantization`` 0, the code's default; its option 1 - cos(v, sign(v)), sign held fixed).
 Departures: the official code trains with Adam (lr 1e-4, the backbone at a tenth) on a pretrained AlexNet; here the
 backbone and schedule are the shared ones of bench.deep.SupervisedConfig (SGD, from scratch by default).
@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.csq import bernoulli_centres, centres_record, hash_centres, n_classes
 from bench.backbones import DeepHashMethod
+from bench.centres import bernoulli_centres, centres_record, hash_centres, n_classes
 from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, sign
 from bench.hookspecs import hookimpl
 from bench.method import FitContext, setting

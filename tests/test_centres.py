@@ -1,4 +1,4 @@
-"""Hash centres (baselines.csq) and the methods built on codes per class or on a classifier of the codes: CSQ, DPN,
+"""Hash centres (bench.centres) and the methods built on codes per class or on a classifier of the codes: CSQ, DPN,
 OrthoHash, GreedyHash and its unsupervised variant. Their losses on hand-checkable cases, and short seeded fits on
 digits that must beat chance and the untrained network by a margin."""
 
@@ -9,16 +9,7 @@ import pytest
 import torch
 from conftest import DIGITS
 
-from baselines.csq import (
-    CSQ,
-    bernoulli_centres,
-    central_similarity,
-    centre_targets,
-    hadamard,
-    hamming_distances,
-    hash_centres,
-    quantization,
-)
+from baselines.csq import CSQ, central_similarity, quantization
 from baselines.dpn import DPN, polarization, polarization_per_label
 from baselines.greedyhash import (
     GreedyHash,
@@ -29,6 +20,7 @@ from baselines.greedyhash import (
     similarity_loss,
 )
 from baselines.orthohash import OrthoHash, orthohash_loss
+from bench.centres import bernoulli_centres, centre_targets, hadamard, hamming_distances, hash_centres
 from bench.data import load_split
 from bench.deep import log_cosh
 from bench.method import make_config, seeded
