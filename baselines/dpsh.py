@@ -42,6 +42,8 @@ class DPSH(DeepHashMethod):
     paper = "Li et al., IJCAI 2016"
     supervision = "pairs"
     recipes = {"cpu-reduced": SUPERVISED_CPU_REDUCED}
+    # the loss is averaged over batch x n pairs, so plain SGD at the shared rate moves little in 40 steps
+    smoke = {"iterations": 40, "batch_size": 32, "lr": 0.2}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):

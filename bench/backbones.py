@@ -41,6 +41,7 @@ FEATURES = {"small_cnn": 512, "alexnet": 4096, "vgg16": 4096, "resnet50": 2048, 
 RESIZE = 256  # the toolkits' Resize(256) before their 224 crops: a larger input is taken as that stage
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CPU_BATCH = 128  # images a batch when encoding on the CPU (``HashNetwork.outputs``)
 
 
 class Backbone(nn.Module):
@@ -205,9 +206,11 @@ class HashNetwork(nn.Module):
 
     @torch.no_grad()
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """F of uint8 images, in eval mode and in batches."""
+        """F of uint8 images, in eval mode and in batches: on the CPU batches of ``CPU_BATCH``, whose activations
+        stay in cache (the small CNN encodes twice as fast as in batches of 2,048)."""
         self.eval()
-        return batched(lambda part: self(self.backbone.prepare(part)), x)
+        size = CPU_BATCH if x.device.type == "cpu" else 2048
+        return batched(lambda part: self(self.backbone.prepare(part)), x, size)
 
 
 class DeepHashMethod(Method):
@@ -217,7 +220,7 @@ class DeepHashMethod(Method):
     only the loss. DeepBit, UTH and HashGAN (Cao) bring their own ``fit`` and ``encode``."""
 
     input = "images"
-    smoke = {"iterations": 60, "batch_size": 64}
+    smoke = {"iterations": 40, "batch_size": 32}
     activation = "linear"  # F's output squashing; the supervised losses apply their own
 
     def network(self, x: torch.Tensor) -> HashNetwork:

@@ -172,7 +172,7 @@ class HashGANCao(DeepHashMethod):
     supervision = "pairs"
     activation = "tanh"  # F: tanh K-layer (Sec. 3.3)
     uses_unlabelled = True
-    smoke = {"iterations": 30, "batch_size": 32, "gan_width": 8, "n_critic": 1, "gan_iterations": 5}
+    smoke = {"iterations": 15, "batch_size": 32, "gan_width": 8, "n_critic": 1, "gan_iterations": 5}
     recipes = {"cpu-reduced": CPU_REDUCED}
 
     @dataclasses.dataclass(frozen=True)

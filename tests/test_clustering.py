@@ -133,9 +133,9 @@ def test_every_other_method_s_codes_cluster(cls, fitted):
     path runs above for dh), so its session smoke fit is reused: k-means on the codes of every digit beats chance."""
     fit = fitted(cls, 32)
     assert fit.method.cluster(fit.split.x_query) is None  # the runner will cluster the codes
-    x = torch.cat([fit.split.x_query, fit.split.x_database])
+    codes = torch.cat([fit.codes("query"), fit.codes("database")])
     y = torch.cat([fit.split.y_query, fit.split.y_database])
-    assignments, _ = kmeans(fit.method.encode(x).to(torch.float32), 10, seed=0)
+    assignments, _ = kmeans(codes.to(torch.float32), 10, seed=0)
     assert evaluate_clustering(y, assignments)["nmi"] > NMI_BAR
 
 

@@ -12,7 +12,7 @@ from conftest import DIGITS, SCHEDULE, needs_cuda, smoke_fit
 from bench.data import load_split
 from bench.errors import BenchError
 from bench.method import RANGE, TASKS, Range, field_range, item_kind, make_config
-from bench.metrics import REAL_DISTANCE, evaluate, evaluate_real
+from bench.metrics import REAL_DISTANCE
 from bench.registry import get_registry
 from bench.runner import DEFAULT_VIEW, check_encoded
 
@@ -135,8 +135,8 @@ def test_fit_returns_self_and_codes_obey_the_contract(cls, n_bits, fitted):
     schedule, as the shape and dtype of the codes do not depend on training."""
     fit = fitted(cls, n_bits, shortest=n_bits == 8)
     assert fit.returned is fit.method, "fit() returns self"
-    codes = fit.method.encode(fit.split.x_database)
-    check_encoded(codes, fit.split.x_database.shape[0], n_bits, fit.method)
+    codes = fit.codes("query")
+    check_encoded(codes, fit.split.x_query.shape[0], n_bits, fit.method)
     if fit.method.ranking_distance != REAL_DISTANCE:
         assert codes.dtype == torch.int8
 
@@ -147,22 +147,14 @@ def test_same_seed_same_codes(cls, fitted):
     shortest schedule: any draw a fit takes from an unseeded source shows from its first step."""
     first = fitted(cls, 8, shortest=True)
     second = smoke_fit(cls, 8, shortest=True)
-    assert torch.equal(first.method.encode(first.split.x_query), second.method.encode(second.split.x_query))
-
-
-def score(method, split) -> float:
-    """mAP of the queries against the database, by codes or (a method that ranks real-valued outputs) by them."""
-    score_fn = evaluate_real if method.ranking_distance == REAL_DISTANCE else evaluate
-    return score_fn(method.encode(split.x_query), method.encode(split.x_database), split.y_query, split.y_database)[
-        "map"
-    ]
+    assert torch.equal(first.codes("query"), second.codes("query"))
 
 
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
 def test_better_than_chance_on_digits(cls, fitted):
     fit = fitted(cls, 32)
     chance = 0.1  # ten balanced classes: random codes give mAP ~ 0.1
-    assert score(fit.method, fit.split) > chance + 0.1
+    assert fit.score() > chance + 0.1
 
 
 @needs_cuda
@@ -171,5 +163,5 @@ def test_runs_on_cuda_with_the_same_quality(cls, fitted):
     """Same seed, same random draws (made on the CPU), but eigenvector signs and float rounding may differ by
     device: a bit flipped for every item changes no distance, so compare retrieval quality, not bits."""
     cuda, cpu = smoke_fit(cls, 32, device="cuda"), fitted(cls, 32)
-    assert cuda.method.encode(cuda.split.x_query).device.type == "cuda"
-    assert score(cuda.method, cuda.split) == pytest.approx(score(cpu.method, cpu.split), abs=0.03)
+    assert cuda.codes("query").device.type == "cuda"
+    assert cuda.score() == pytest.approx(cpu.score(), abs=0.03)

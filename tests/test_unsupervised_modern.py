@@ -70,11 +70,10 @@ def test_similarity_loss_is_zero_when_codes_keep_the_feature_cosines_and_grows_w
     assert similarity_loss(codes, disagree).item() == pytest.approx(1.0)  # ((1 - 0)^2 + (0 - 1)^2) / 2
 
 
-def test_bihalf_regression_on_digits_beats_chance_and_its_untrained_layer(pixels):
-    method = BiHalf(32, make_config(BiHalf, BiHalf.smoke), seed=0)
+def test_bihalf_regression_on_digits_beats_chance_and_its_untrained_layer(pixels, fitted):
+    method = fitted(BiHalf, 32).method  # the smoke fit, seed 0
     with seeded(0):
         untrained = torch.nn.Linear(64, 32)  # the layer fit() starts from (the same global seed)
-        method.fit(pixels.x_train)
     with torch.no_grad():
         before = evaluate(
             torch.sign(untrained(pixels.x_query)),
@@ -160,15 +159,14 @@ def test_augmentations_keep_range_and_shape_and_their_identities(images):
     assert first.shape == (5, 1, 32, 32) and torch.equal(first, again)  # the method's generator decides
 
 
-def test_cibhash_regression_on_digits_beats_chance_and_its_untrained_network(images):
+def test_cibhash_regression_on_digits_beats_chance_and_its_untrained_network(images, fitted):
     """The smoke config (one epoch): the paper's sampled codes, a linear head, the small CNN from scratch."""
-    method = CIBHash(32, make_config(CIBHash, CIBHash.smoke), seed=0)
+    fit = fitted(CIBHash, 32)  # seed 0
+    method = fit.method
     untrained = CIBHash(32, make_config(CIBHash, CIBHash.smoke), seed=0)
     with seeded(0):
         untrained.net_ = untrained._network(images.x_train)  # the network fit() starts from
-    with seeded(0):
-        method.fit(images.x_train)
-    trained, before = score(method, images), score(untrained, images)
+    trained, before = fit.score(), score(untrained, images)
     assert trained > CHANCE + 0.2 and trained > before + 0.15, (trained, before)
     assert trained == pytest.approx(0.351, abs=0.05)  # pinned from a checked run
     log = method.training_["log"]
