@@ -36,7 +36,7 @@ class DeepBit(DeepHashMethod):
     paper = "Lin et al., CVPR 2016"
     supervision = "none"
     activation = "sigmoid"
-    smoke = {"stage1_iterations": 80, "stage2_iterations": 15}
+    smoke = {"stage1_iterations": 40, "stage2_iterations": 10}
     recipes = {"cpu-reduced": {"stage1_iterations": 5000, "stage2_iterations": 500}}  # CPU-only runs: a tenth
 
     @dataclasses.dataclass(frozen=True)

@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--bits", nargs="+", default=["16", "32", "64"], help="code lengths (tsne/samples: the first)")
     p.add_argument("--seed", default="0", help="run seed of the fitted model (tsne, samples; default 0)")
+    p.add_argument("--points", default="2000", help="tsne: database codes mapped, a fixed random subset (default 2000)")
     p.add_argument("--recipe", help="the runs of this recipe for the methods that declare it (default: default)")
     p.add_argument(
         "--set",
@@ -486,8 +487,11 @@ def cmd_plot(args) -> None:
             _parse_sets(args.set),
         )
         prepare(cell)  # a bad recipe or --set fails here, before any data loads
-        draw = plots.tsne if args.kind == "tsne" else plots.samples
-        paths = draw(cell, device=resolve_device(args.device), data_root=args.data_root, out_dir=args.out)
+        options = {"device": resolve_device(args.device), "data_root": args.data_root, "out_dir": args.out}
+        if args.kind == "tsne":
+            paths = plots.tsne(cell, _ints([args.points], "--points", low=2)[0], **options)
+        else:
+            paths = plots.samples(cell, **options)
     print("\n".join(str(p) for p in paths))
 
 

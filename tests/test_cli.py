@@ -208,7 +208,8 @@ def test_plots_are_drawn_from_stored_runs_as_png_and_pdf(capsys, tmp_path, resul
             )
             == 0
         )
-    assert main(["plot", "tsne", "--method", "itq", "--dataset", "digits", "--bits", "16", "--out", str(out)]) == 0
+    tsne = ["plot", "tsne", "--method", "itq", "--dataset", "digits", "--bits", "16", "--points", "300"]
+    assert main([*tsne, "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == [
         "ph2-digits.pdf",
@@ -238,6 +239,7 @@ def test_plots_are_drawn_from_stored_runs_as_png_and_pdf(capsys, tmp_path, resul
         (["plot", "pn", "--dataset", "digits", "--set", "iterations=5"], "--set is for tsne and samples"),
         (["plot", "tsne", "--method", "itq", "--recipe", "fast"], "unknown recipe of itq 'fast'"),
         (["plot", "tsne", "--method", "itq", "--method", "lsh"], "needs exactly one --method; got 2"),
+        (["plot", "tsne", "--method", "itq", "--points", "many"], "--points must be integers; got many"),
     ],
 )
 def test_bad_plot_requests_are_named(capsys, argv, message):
