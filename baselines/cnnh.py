@@ -61,9 +61,8 @@ def approximate_codes(s: torch.Tensor, n_bits: int, sweeps: int, generator: torc
             )
             if t > 0:
                 delta = t * d
-                residual += (
-                    delta[:, None] * col[None, :] + col[:, None] * delta[None, :] + delta[:, None] * delta[None, :]
-                )
+                # R += delta h^T + h delta^T + delta delta^T, as two in-place rank-one updates (no n x n temporaries)
+                residual.addr_(delta, col + delta).addr_(col, delta)
                 h[:, k] = col + delta
         errors.append(float((residual**2).sum()))
     return torch.where(h >= 0, 1.0, -1.0).to(s.dtype), errors
