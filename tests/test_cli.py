@@ -176,7 +176,7 @@ def test_bench_eval_reports_identical_map(capsys):
     code, out, _ = run(capsys, "bench-eval", "--queries", "30", "--database", "2000", "--repeats", "1")
     report = json.loads(out)
     assert code == 0 and report["map_abs_diff_vs_stable_reference"] < 1e-12
-    assert report["map@1000_abs_diff_vs_stable_reference"] < 1e-12 and report["speedup"] > 0
+    assert report["map@1000_abs_diff_vs_stable_reference"] < 1e-12
 
 
 def test_plots_are_drawn_from_stored_runs_as_png_and_pdf(capsys, tmp_path, results_dir):
