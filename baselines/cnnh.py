@@ -20,7 +20,7 @@ import dataclasses
 import torch
 
 from bench.backbones import DeepHashMethod
-from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig
+from bench.deep import SUPERVISED_CPU_REDUCED, SupervisedConfig, sign
 from bench.hookspecs import hookimpl
 from bench.method import FitContext
 from bench.metrics import relevance
@@ -65,7 +65,7 @@ def approximate_codes(s: torch.Tensor, n_bits: int, sweeps: int, generator: torc
                 residual.addr_(delta, col + delta).addr_(col, delta)
                 h[:, k] = col + delta
         errors.append(float((residual**2).sum()))
-    return torch.where(h >= 0, 1.0, -1.0).to(s.dtype), errors
+    return sign(h).to(s.dtype), errors
 
 
 class CNNH(DeepHashMethod):

@@ -71,7 +71,7 @@ def test_similarity_loss_is_zero_when_codes_keep_the_feature_cosines_and_grows_w
 
 
 def test_bihalf_regression_on_digits_beats_chance_and_its_untrained_layer(pixels, fitted):
-    method = fitted(BiHalf, 32).method  # the smoke fit, seed 0
+    fit = fitted(BiHalf, 32)  # the smoke fit, seed 0
     with seeded(0):
         untrained = torch.nn.Linear(64, 32)  # the layer fit() starts from (the same global seed)
     with torch.no_grad():
@@ -81,10 +81,10 @@ def test_bihalf_regression_on_digits_beats_chance_and_its_untrained_layer(pixels
             pixels.y_query,
             pixels.y_database,
         )["map"]
-    trained = score(method, pixels)
+    trained = fit.score()
     assert trained > CHANCE + 0.4 and trained > before + 0.15, (trained, before)
     assert trained == pytest.approx(0.657, abs=0.03)  # pinned from a checked run
-    codes = method.encode(pixels.x_train).float()
+    codes = fit.method.encode(pixels.x_train).float()
     assert codes.mean(0).abs().max() < 0.3  # the bi-half training leaves near-balanced bits under sign(U)
 
 
