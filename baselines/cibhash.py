@@ -69,7 +69,8 @@ class CIBHash(DeepHashMethod):
     # digits: 53 batches of 32 an epoch. The linear head, as the 1024-unit one under the paper's sampling collapses
     # there from scratch to one code for every image: while the codes do not yet tell images apart, their sampling
     # noise only raises the contrastive loss, and saturating every bit the same way for all images removes it.
-    smoke = {"epochs": 1, "batch_size": 32, "hidden": 0}
+    # lr: at Adam's 1e-3 the one epoch's mAP ranged 0.28-0.47 over seeds, at 5e-4 0.42-0.46.
+    smoke = {"epochs": 1, "batch_size": 32, "hidden": 0, "lr": 5e-4}
     recipes = {"cpu-reduced": {"epochs": 6}}  # CPU-only runs: a tenth of the epochs
 
     @dataclasses.dataclass(frozen=True)

@@ -42,8 +42,9 @@ class DPSH(DeepHashMethod):
     paper = "Li et al., IJCAI 2016"
     supervision = "pairs"
     recipes = {"cpu-reduced": SUPERVISED_CPU_REDUCED}
-    # the loss is averaged over batch x n pairs, so plain SGD at the shared rate moves little in 40 steps
-    smoke = {"iterations": 40, "batch_size": 32, "lr": 0.2}
+    # the loss is averaged over batch x n pairs, so plain SGD at the shared rate moves little in a smoke fit; at 40
+    # steps mAP ranged 0.28-0.46 over seeds, at 80 above 0.47
+    smoke = {"iterations": 80, "batch_size": 32, "lr": 0.2}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):

@@ -74,8 +74,8 @@ class DSDH(DeepHashMethod):
     supervision = "labels"  # a classifier of the labels on the codes, and pairs from the labels
     recipes = {"cpu-reduced": SUPERVISED_CPU_REDUCED}
     # eta weighs ||b - u||^2 against an item's n pairs; on the 1,697 digits the paper's 55 holds the outputs to
-    # the initial codes for long, so the smoke fit (40-odd steps) weighs it less and steps further
-    smoke = {"iterations": 50, "batch_size": 32, "lr": 0.05, "eta": 10.0}
+    # the initial codes for long, so the smoke fit (80 steps) weighs it less and steps further
+    smoke = {"iterations": 80, "batch_size": 32, "lr": 0.1, "eta": 10.0}
 
     @dataclasses.dataclass(frozen=True)
     class Config(SupervisedConfig):

@@ -32,6 +32,28 @@ def needs_cifar10_copy(test):
     return pytest.mark.slow(pytest.mark.skipif(not HAS_CIFAR10_COPY, reason="no lossless CIFAR-10 copy")(test))
 
 
+def pytest_configure(config):
+    """pytest-xdist's workers share the cores: each takes its share of torch's, OpenMP's and numba's threads (the
+    environment before anything imports numba; the processes a test starts inherit it), not all of them each."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[variable] = str(share)
+        torch.set_num_threads(share)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """Every test of one method's session smoke fit (``fitted`` and a ``cls`` parameter) in one xdist group, so
+    under ``--dist loadgroup`` that fit is made once, on one worker."""
+    for item in (i for i in items if "fitted" in i.fixturenames):
+        cls = getattr(item, "callspec", None) and item.callspec.params.get("cls")
+        if cls is None:
+            raise pytest.UsageError(f"{item.nodeid} asks for `fitted` without a `cls` parameter (its xdist group)")
+        item.add_marker(pytest.mark.xdist_group(cls.name))
+
+
 @pytest.fixture
 def results_dir(tmp_path):
     return tmp_path / "results"

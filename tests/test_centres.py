@@ -137,8 +137,9 @@ def test_orthohash_loss_prefers_the_own_codeword_and_the_margin_costs():
         assert multi == pytest.approx(float(single), abs=1e-5)
 
 
-# Short fits on digits as images: 400 training items, 20 steps of 32; queries against 400 database items.
-REGRESSION = {"iterations": 20, "batch_size": 32}
+# Short fits on digits as images: 400 training items, 30 steps of 32; queries against 400 database items. Over
+# seeds 0-4 the least mAP was 0.45 and the least gain over the untrained network 0.24 (at 20 steps: 0.34, 0.14).
+REGRESSION = {"iterations": 30, "batch_size": 32}
 
 
 @pytest.fixture(scope="module")

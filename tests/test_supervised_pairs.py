@@ -179,8 +179,9 @@ def test_dsdh_iteration_runs_w_then_b_steps_over_its_scope(scope):
     assert u.grad is not None and float(terms["classification"]) >= 0
 
 
-def test_dsdh_keeps_codes_and_classifier_of_the_training_set(fitted):
-    fit = fitted(DSDH, 32)
+@pytest.mark.parametrize("cls", [DSDH], ids=lambda c: c.name)  # a cls parameter: its smoke fit's xdist group
+def test_dsdh_keeps_codes_and_classifier_of_the_training_set(cls, fitted):
+    fit = fitted(cls, 32)
     n, classes = fit.split.x_train.shape[0], int(fit.split.y_train.max()) + 1
     assert fit.method.codes_.shape == (n, 32) and set(fit.method.codes_.unique().tolist()) == {-1.0, 1.0}
     assert fit.method.classifier_.shape == (32, classes)
@@ -208,9 +209,10 @@ def test_multi_hot_rows_train_as_their_class_ids(cls, digits):
     assert torch.equal(codes[0], codes[1])
 
 
-# mAP of the smoke fit (digits, 32 bits, seed 0) must exceed both chance (0.1) and the untrained network by these
-# margins, about 2/3 of the checked gains: DPSH 0.41, DSH 0.53, DSDH 0.40, DCH 0.58, untrained 0.19
-MARGIN = {"dpsh": 0.15, "dsh": 0.25, "dsdh": 0.15, "dch": 0.25}
+# mAP of the smoke fit (digits, 32 bits) must exceed both chance (0.1) and the untrained network by these margins,
+# about 2/3 of the least gain over seeds 0-4: DPSH 0.27, DSH 0.26, DSDH 0.23, DCH 0.39. The least, not seed 0's:
+# a smoke fit is short enough that another CPU's rounding moves it as far as another seed does.
+MARGIN = {"dpsh": 0.18, "dsh": 0.18, "dsdh": 0.15, "dch": 0.25}
 
 
 @pytest.mark.parametrize("cls", METHODS, ids=lambda c: c.name)
