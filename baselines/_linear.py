@@ -2,6 +2,7 @@
 
 import torch
 
+from bench.deep import sign
 from bench.errors import BenchError
 from bench.method import Method, binarize
 
@@ -39,7 +40,7 @@ def itq_rotation(v: torch.Tensor, n_iter: int, generator: torch.Generator) -> to
     k = v.shape[1]
     rotation = torch.linalg.qr(torch.randn(k, k, generator=generator, dtype=torch.float64)).Q.to(v.device)
     for _ in range(n_iter + 1):
-        b = torch.where(v @ rotation >= 0, 1.0, -1.0).to(torch.float64)
+        b = sign(v @ rotation).to(torch.float64)
         u, _, wt = torch.linalg.svd(b.T @ v)
         rotation = wt.T @ u.T
     return rotation

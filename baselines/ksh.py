@@ -15,6 +15,7 @@ import dataclasses
 import torch
 
 from baselines._kernel import pick_anchors, rbf
+from bench.deep import sign
 from bench.hookspecs import hookimpl
 from bench.method import FitContext, Method, binarize, setting
 from bench.metrics import relevance
@@ -89,9 +90,9 @@ class KSH(Method):
             _, vectors = torch.linalg.eigh((whitened + whitened.T) / 2)
             a = torch.linalg.solve_triangular(chol.T, vectors[:, -1:], upper=True)[:, 0]
             a = a * (n_labelled / (a @ gram @ a)).sqrt()
-            spectral = torch.where(k_l @ a >= 0, 1.0, -1.0).to(torch.float64)
+            spectral = sign(k_l @ a).to(torch.float64)
             refined_a = refine(k_l, residual, a, c.max_iter, c.tol)
-            refined = torch.where(k_l @ refined_a >= 0, 1.0, -1.0).to(torch.float64)
+            refined = sign(k_l @ refined_a).to(torch.float64)
             if refined @ residual @ refined > spectral @ residual @ spectral:
                 a, spectral = refined_a, refined
             projections.append(a)

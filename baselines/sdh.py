@@ -13,6 +13,7 @@ import dataclasses
 import torch
 
 from baselines._kernel import pick_anchors, rbf
+from bench.deep import sign
 from bench.hookspecs import hookimpl
 from bench.method import FitContext, Method, binarize, label_matrix, setting
 
@@ -65,7 +66,7 @@ class SDH(Method):
                 before = b.clone()
                 for k in range(self.n_bits):
                     rest = torch.arange(self.n_bits, device=x.device) != k
-                    b[:, k] = torch.where(q[:, k] - b[:, rest] @ (w[rest] @ w[k]) >= 0, 1.0, -1.0).to(b.dtype)
+                    b[:, k] = sign(q[:, k] - b[:, rest] @ (w[rest] @ w[k])).to(b.dtype)
                 if torch.equal(b, before):
                     break
         self.projection_ = ridge(phi, b, c.lam_f)
