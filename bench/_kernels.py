@@ -167,6 +167,23 @@ def summarise_histograms(hist, tie, n_relevant, ball_sums):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
+def _relevant_items(query_labels, labels, multi_label):
+    """How many rows of ``labels`` are relevant to the query (same class id, or a label in common)."""
+    y = query_labels[0]
+    count = 0
+    if not multi_label:
+        for t in range(labels.shape[0]):
+            count += labels[t, 0] == y
+        return count
+    for t in range(labels.shape[0]):
+        shared = labels[t, 0] & y
+        for w in range(1, labels.shape[1]):
+            shared |= labels[t, w] & query_labels[w]
+        count += shared != 0
+    return count
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def _count_segment(flat_keys, m, m_last, counters, hits, positions, step):
     """Pass 2 over one query's keyed segment: ``m`` items of each lane, ``m_last`` of the last one. Flat arrays
     interleaved by lane, indexed with unsigned integers: each lane's entry is a constant offset from one base
@@ -285,7 +302,15 @@ def _scan_chunk(lo, hi, q_words, d_words, q_labels, d_labels, multi_label, bucke
     one_word = d_words.shape[1] == 1 and d_labels.shape[1] == 1 and buckets.shape[0] == 1
     flat_codes, flat_labels, flat_keys = d_words.reshape(-1), d_labels.reshape(-1), keys.reshape(-1)
     counters = np.empty((GROUP, n_keys * LANES), counter.dtype)  # key k of lane l at k * LANES + l
-    hits = np.empty((GROUP, SEGMENT * LANES), counter.dtype)
+    # The lists of relevant items sized once, exactly (growing one would copy it): a slot for each relevant item
+    # of the fullest lane of these queries, and one for the store after the last.
+    most = 0
+    for i in range(lo, hi):
+        for lane_id in range(LANES):
+            start = lane_id * lane
+            stop = start + (last_lane if lane_id == LANES - 1 else lane)
+            most = max(most, _relevant_items(q_labels[i], d_labels[start:stop], multi_label))
+    hits = np.empty((GROUP, (most + 1) * LANES), counter.dtype)
     positions = np.empty((GROUP, LANES), np.uint64)
     # The ranks inside a mark short of the database are distinct and below rank_mark's length: that many slots, and
     # one for the item written last, whether it is kept or not.
@@ -332,14 +357,6 @@ def _scan_chunk(lo, hi, q_words, d_words, q_labels, d_labels, multi_label, bucke
                             keys[g, lane_id * SEGMENT : (lane_id + 1) * SEGMENT],
                             buckets,
                         )
-            most = 0
-            for g in range(group):
-                for lane_id in range(LANES):
-                    most = max(most, np.int64(positions[g, lane_id] // _LANES))
-            if (most + SEGMENT) * LANES > hits.shape[1]:
-                grown = np.empty((GROUP, max((most + SEGMENT) * LANES, hits.shape[1] * 5 // 4)), counter.dtype)
-                grown[:, : hits.shape[1]] = hits
-                hits = grown
             for g in range(group):
                 _count_segment(keys[g], m, m_last, counters[g], hits[g], positions[g], step)
         for g in range(group):

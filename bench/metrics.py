@@ -61,7 +61,7 @@ PACKED_LAYOUT = (
     "uint8 rows of ceil(n_bits / 8) bytes, 8 bits a byte (faiss's IndexBinary layout); bit j of a code is bit "
     "j % 8 of byte j // 8 (numpy packbits' little bit order), set for +1; the padding bits of the last byte are 0"
 )
-_CHUNK_ELEMENTS = 1 << 20  # values validated and packed at a time: no temporary of the size of the inputs
+_CHUNK_ELEMENTS = 1 << 16  # values validated and packed at a time: temporaries of 64 KB, not of the inputs' size
 
 
 # ----------------------------------------------------------------------------------------- inputs: arrays or tensors
@@ -96,9 +96,9 @@ def _is_bool(a) -> bool:
     return a.dtype == (sys.modules["torch"].bool if _is_tensor(a) else np.bool_)
 
 
-def _row_chunks(a):
-    """``a`` in slices of whole rows of about _CHUNK_ELEMENTS values (views)."""
-    step = max(1, _CHUNK_ELEMENTS // max(1, int(np.prod(a.shape[1:]))))
+def _row_chunks(a, values: int = _CHUNK_ELEMENTS):
+    """``a`` in slices of whole rows of about ``values`` values (views)."""
+    step = max(1, values // max(1, int(np.prod(a.shape[1:]))))
     for start in range(0, a.shape[0], step):
         yield a[start : start + step]
 
@@ -222,7 +222,17 @@ def label_words(query_labels, db_labels):
     if lo == 0 and ql.dtype == dtype and dl.dtype == dtype:
         return ql.reshape(-1, 1), dl.reshape(-1, 1)
     offset = np.uint64(lo % (1 << 64))  # modulo 2**64: equal ids stay equal and distinct ones distinct
-    return tuple((x.astype(np.uint64) - offset).astype(dtype).reshape(-1, 1) for x in (ql, dl))
+    return tuple(_offset_ids(x, offset, dtype) for x in (ql, dl))
+
+
+def _offset_ids(ids: np.ndarray, offset: np.uint64, dtype) -> np.ndarray:
+    """Class ids minus ``offset`` as (n, 1) ``dtype``, a chunk at a time: no temporary of the ids' size."""
+    out = np.empty((ids.shape[0], 1), dtype)
+    start = 0
+    for chunk in _row_chunks(ids, _CHUNK_ELEMENTS // 8):  # their uint64 copies: 64 KB
+        out[start : start + chunk.shape[0], 0] = chunk.astype(np.uint64) - offset
+        start += chunk.shape[0]
+    return out
 
 
 def _label_tensor(labels, device):
