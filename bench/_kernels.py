@@ -55,6 +55,17 @@ def _popcount(typingctx, x):
     return x(x), codegen
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy", inline="always")
+def _relevant(query_labels, labels, t, multi_label):
+    """Whether row t of ``labels`` is relevant to the query: the same class id, or a label in common."""
+    if not multi_label:
+        return labels[t, 0] == query_labels[0]
+    shared = labels[t, 0] & query_labels[0]
+    for w in range(1, labels.shape[1]):
+        shared |= labels[t, w] & query_labels[w]
+    return shared != 0
+
+
 # The key loops index segments (views) from 0 with range() counters: numba then knows the indices are not
 # negative and leaves out the wrap-around of negative indices, which would keep LLVM from vectorising them.
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -87,14 +98,7 @@ def _keys(query, segment, query_labels, labels, multi_label, keys, buckets):
             for t in range(segment.shape[0]):
                 keys[t] += _popcount(x ^ segment[t, w])
     for t in range(segment.shape[0]):
-        if not multi_label:
-            relevant = labels[t, 0] == y
-        else:
-            shared = labels[t, 0] & y
-            for w in range(1, labels.shape[1]):
-                shared |= labels[t, w] & query_labels[w]
-            relevant = shared != 0
-        keys[t] = 2 * keys[t] + relevant
+        keys[t] = 2 * keys[t] + _relevant(query_labels, labels, t, multi_label)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -168,18 +172,10 @@ def summarise_histograms(hist, tie, n_relevant, ball_sums):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _relevant_items(query_labels, labels, multi_label):
-    """How many rows of ``labels`` are relevant to the query (same class id, or a label in common)."""
-    y = query_labels[0]
+    """How many rows of ``labels`` are relevant to the query."""
     count = 0
-    if not multi_label:
-        for t in range(labels.shape[0]):
-            count += labels[t, 0] == y
-        return count
     for t in range(labels.shape[0]):
-        shared = labels[t, 0] & y
-        for w in range(1, labels.shape[1]):
-            shared |= labels[t, w] & query_labels[w]
-        count += shared != 0
+        count += _relevant(query_labels, labels, t, multi_label)
     return count
 
 

@@ -62,7 +62,7 @@ PACKED_LAYOUT = (
     "j % 8 of byte j // 8 (numpy packbits' little bit order), set for +1; the padding bits of the last byte are 0"
 )
 _CHUNK_ELEMENTS = 1 << 16  # values validated and packed at a time: temporaries of 64 KB, not of the inputs' size
-_TENSOR_CHUNK_ELEMENTS = 1 << 20  # a tensor's chunks: each check of one waits on its device, so fewer of them
+_TENSOR_CHUNKS_LARGER = 16  # a tensor's chunks are larger: each check of one waits on its device
 
 
 # ----------------------------------------------------------------------------------------- inputs: arrays or tensors
@@ -98,8 +98,10 @@ def _is_bool(a) -> bool:
 
 
 def _row_chunks(a, values: int = _CHUNK_ELEMENTS):
-    """``a`` in slices of whole rows of about ``values`` values (views; 16 times as many of a tensor's)."""
-    values *= _TENSOR_CHUNK_ELEMENTS // _CHUNK_ELEMENTS if _is_tensor(a) else 1
+    """``a`` in slices of whole rows of about ``values`` values (views; _TENSOR_CHUNKS_LARGER times as many of a
+    tensor's)."""
+    if _is_tensor(a):
+        values *= _TENSOR_CHUNKS_LARGER
     step = max(1, values // max(1, int(np.prod(a.shape[1:]))))
     for start in range(0, a.shape[0], step):
         yield a[start : start + step]
