@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tabulate import tabulate
 
 from bench.errors import BenchError
 
@@ -22,6 +21,12 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _tabulate(rows, **options) -> str:
+    from tabulate import tabulate  # imported when a table is printed: bench evaluate starts without it
+
+    return tabulate(rows, **options)
 
 
 def _integer(text: str, low: int) -> int:
@@ -273,11 +278,11 @@ def cmd_list(args) -> None:
         [m.name, m.paper, m.supervision, m.input, "/".join(m.tasks), reg.origins[("method", m.name)]]
         for m in sorted(reg.methods.values(), key=lambda m: m.name)
     ]
-    print("Methods\n" + tabulate(methods, headers=["name", "paper", "supervision", "input", "tasks", "module"]))
+    print("Methods\n" + _tabulate(methods, headers=["name", "paper", "supervision", "input", "tasks", "module"]))
     protocols = [[p.name, p.task, _wrap(p.description)] for p in reg.protocols.values()]
-    print("\nDatasets and protocols\n" + tabulate(protocols, headers=["name", "task", "split"]))
+    print("\nDatasets and protocols\n" + _tabulate(protocols, headers=["name", "task", "split"]))
     tables = [[t.name, t.kind, _wrap(t.title)] for t in reg.tables.values()]
-    print("\nTables\n" + tabulate(tables, headers=["name", "kind", "what"]))
+    print("\nTables\n" + _tabulate(tables, headers=["name", "kind", "what"]))
     named = [
         [m.name, name, _wrap(", ".join(f"{k}={v}" for k, v in fields.items()), 70)]
         for m in sorted(reg.methods.values(), key=lambda m: m.name)
@@ -285,7 +290,7 @@ def cmd_list(args) -> None:
     ]
     print(
         "\nRecipes (besides default, the Config itself)\n"
-        + tabulate(named, headers=["method", "recipe", "Config overrides"])
+        + _tabulate(named, headers=["method", "recipe", "Config overrides"])
     )
 
 
@@ -406,7 +411,7 @@ def summary(records: list[dict]) -> str:
             for m in metrics
         ]
         out.append([method, bits, len(g), *cells, "-" if g["fit s"].isna().all() else f"{g['fit s'].mean():.2f}"])
-    return tabulate(out, headers=["method", "bits", "seeds", *metrics, "fit s"], disable_numparse=True)
+    return _tabulate(out, headers=["method", "bits", "seeds", *metrics, "fit s"], disable_numparse=True)
 
 
 def cmd_evaluate(args) -> None:
@@ -415,6 +420,10 @@ def cmd_evaluate(args) -> None:
     if (args.codes is None) == (args.run is None):
         raise BenchError("bench evaluate scores a codes file or a run's kept codes: give FILE or --run RUN_ID")
     device = args.device if args.device == "cpu" else _cuda_device(args.device)  # no torch for the CPU
+    if device == "cpu":
+        from bench import _kernels
+
+        _kernels.set_up_numba_lean()
     if args.run:
         result = codes.evaluate_run(args.run, args.results, topk=args.topk, radius=args.radius, device=device)
     else:

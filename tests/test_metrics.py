@@ -295,14 +295,22 @@ def test_scoring_holds_at_most_the_packed_codes_and_the_labels(multi_label):
     assert peak <= 16 * (q.shape[0] + d.shape[0]) + ql.nbytes + dl.nbytes
 
 
-def test_scoring_imports_neither_torch_nor_pandas():
+def test_scoring_imports_only_what_it_uses(tmp_path):
+    """Scoring imports no torch, pandas or tabulate; ``bench evaluate`` nor what numba would import on its first call
+    for features the kernels do not use (scipy.linalg, cffi), which stay importable after it."""
     import subprocess
     import sys
 
-    code = (
-        "import sys, numpy as np; from bench import cli, codes, metrics; "
-        "metrics.evaluate(np.ones((2, 8)), np.ones((3, 8)), [0, 1], [0, 1, 1]); "
-        "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    def imported(code: str, modules) -> list[str]:
+        listed = f"print(*sorted(m for m in {tuple(modules)!r} if m in sys.modules), sep=',')"
+        out = subprocess.run([sys.executable, "-c", f"import sys\n{code}\n{listed}"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return [m for m in out.stdout.splitlines()[-1].split(",") if m]
+
+    scoring = "from bench import metrics\nmetrics.evaluate([[1, -1]], [[1, 1], [-1, 1]], [0], [0, 1])"
+    assert imported(scoring, ["torch", "pandas", "tabulate"]) == []
+    codes = tmp_path / "codes.npz"
+    np.savez(codes, query_codes=np.ones((2, 8)), db_codes=np.ones((3, 8)), query_labels=[0, 1], db_labels=[0, 1, 1])
+    command = f"from bench import cli\ncli.main(['evaluate', {str(codes)!r}])"
+    assert imported(command, ["torch", "pandas", "tabulate", "scipy.linalg", "cffi"]) == []
+    assert imported(command + "\nimport scipy.linalg, cffi", ["scipy.linalg", "cffi"]) == ["cffi", "scipy.linalg"]
