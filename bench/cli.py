@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -268,6 +269,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; finished runs are stored, the current one is not", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (`bench list | head`): nothing is lost, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's final flush must not fail again
+        return 0
 
 
 def cmd_list(args) -> None:

@@ -337,3 +337,15 @@ def test_sample_grid_of_a_generative_method(tmp_path, monkeypatch):
         "samples-hashgan-dizaji-digits-8b.png",
     ]
     assert list((tmp_path / "cache" / "checkpoints").glob("hashgan-dizaji_digits_images_8b_s0_*.pt"))
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``bench list | head``: the pipe closes before bench writes; it exits 0 with nothing on stderr."""
+    import subprocess
+    import sys
+
+    code = "import sys; from bench.cli import main; sys.exit(main(['list']))"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child has imported anything, so its first write finds the pipe closed
+    assert child.wait(timeout=120) == 0
+    assert child.stderr.read() == b""
