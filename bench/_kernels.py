@@ -48,8 +48,8 @@ def set_up_numba_lean() -> None:
     """Set numba's compiler up now, without what it imports for features the kernels do not use: on its first call
     numba imports scipy.linalg (to check for BLAS) and cffi, when installed, 0.3-0.4 s of the 2 s ``bench evaluate``
     takes on a 2-core machine. They are hidden while numba sets up (importing a module set to None raises
-    ImportError, which numba takes as "not installed") and importable again after it. For a process that only
-    scores, as ``bench evaluate``: numba there then compiles no BLAS or cffi calls."""
+    ImportError, which numba takes as "not installed") and importable again after it. Only for a process that does
+    nothing but score, as ``bench evaluate``: numba there then compiles no BLAS or cffi calls."""
     hidden = [name for name in ("scipy.linalg", "cffi") if name not in sys.modules]
     for name in hidden:
         sys.modules[name] = None
