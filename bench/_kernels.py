@@ -38,29 +38,6 @@ QUERY_CHUNK = 64  # queries per task of a thread: enough tasks to balance two bu
 SMALL_WORK = 1 << 21  # query-item pairs below which one thread does all (starting threads costs more)
 EXACT_HARMONIC = 128  # below this, harmonic numbers are summed term by term; above, an asymptotic series
 
-
-@numba.njit(cache=True)
-def _set_up() -> int:
-    return 0
-
-
-def set_up_numba_lean() -> None:
-    """Set numba's compiler up now, without what it imports for features the kernels do not use: on its first call
-    numba imports scipy.linalg (to check for BLAS) and cffi, when installed, 0.3-0.4 s of the 2 s ``bench evaluate``
-    takes on a 2-core machine. They are hidden while numba sets up (importing a module set to None raises
-    ImportError, which numba takes as "not installed") and importable again after it. Only for a process that does
-    nothing but score, as ``bench evaluate``: numba there then compiles no BLAS or cffi calls."""
-    hidden = [name for name in ("scipy.linalg", "cffi") if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None
-    try:
-        _set_up()
-    finally:
-        for name in hidden:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
-
-
 _ONE = np.uint64(1)
 _LANES = np.uint64(LANES)
 _RELEVANT = np.uint64(LANES)  # the relevant bit of a counter's index, key * LANES + lane
@@ -411,6 +388,28 @@ def as_words(packed: np.ndarray, n_bits: int) -> np.ndarray:
         padded[:, :n_bytes] = packed[:, :n_bytes]
         packed = padded
     return packed.view(dtype)
+
+
+@numba.njit(cache=True)
+def _set_up() -> int:
+    return 0
+
+
+def set_up_numba_lean() -> None:
+    """Set numba's compiler up now, without what it imports for features the kernels do not use: on its first call
+    numba imports scipy.linalg (to check for BLAS) and cffi, when installed, 0.3-0.4 s of the 2 s ``bench evaluate``
+    takes on a 2-core machine. They are hidden while numba sets up (importing a module set to None raises
+    ImportError, which numba takes as "not installed") and importable again after it. Only for a process that does
+    nothing but score, as ``bench evaluate``: numba there then compiles no BLAS or cffi calls."""
+    hidden = [name for name in ("scipy.linalg", "cffi") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None
+    try:
+        _set_up()
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def n_threads() -> int:
