@@ -161,8 +161,8 @@ def _check_code_values(a, what: str, packed_bits: int | None) -> None:
 def pack_codes(codes, what: str = "codes", *, packed_bits: int | None = None, width: int | None = None):
     """Validate codes ((n, n_bits), numpy or torch; values only -1/+1 or only 0/1, or bool; or already packed,
     ``packed_bits`` given) and return them bit-packed, ``PACKED_LAYOUT``, with their number of bits:
-    (uint8 (n, width), n_bits). ``width`` (bytes a row, default ceil(n_bits / 8)) pads with zero bytes. Works a
-    few MB at a time: no temporary of the size of the codes."""
+    (uint8 (n, width), n_bits). ``width`` (bytes a row, default ceil(n_bits / 8)) pads with zero bytes. Works
+    _CHUNK_ELEMENTS values at a time (``_row_chunks``): no temporary of the size of the codes."""
     a, n_bits = _code_shape(codes, what, packed_bits)
     _check_code_values(a, what, packed_bits)
     return _pack_valid(host_array(a), n_bits, packed_bits is not None, width or -(-n_bits // 8)), n_bits
