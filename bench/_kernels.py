@@ -172,12 +172,18 @@ def summarise_histograms(hist, tie, n_relevant, ball_sums):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _relevant_items(query_labels, labels, multi_label):
-    """How many rows of ``labels`` are relevant to the query."""
-    count = 0
-    for t in range(labels.shape[0]):
-        count += _relevant(query_labels, labels, t, multi_label)
-    return count
+def _fullest_lanes(q_labels, d_labels, multi_label, most):
+    """For each row of ``q_labels``, the relevant items of its fullest lane of the database into ``most``."""
+    n_d = d_labels.shape[0]
+    lane = n_d // LANES
+    for i in range(q_labels.shape[0]):
+        most[i] = 0
+        for lane_id in range(LANES):
+            labels = d_labels[lane_id * lane : n_d if lane_id == LANES - 1 else (lane_id + 1) * lane]
+            count = 0
+            for t in range(labels.shape[0]):
+                count += _relevant(q_labels[i], labels, t, multi_label)
+            most[i] = max(most[i], count)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -277,14 +283,17 @@ def _rank_hits(counters, lists, positions, key_bits, rank_mark, other, relevant,
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _scan_chunk(lo, hi, q_words, d_words, q_labels, d_labels, multi_label, buckets, keys, counter, rank_mark, out):
+def _scan_chunk(
+    lo, hi, q_words, d_words, q_labels, d_labels, multi_label, fullest_lanes, buckets, keys, counter, rank_mark, out
+):
     """Queries lo..hi-1, GROUP at a time: each segment of the database is read from memory once for the group.
     ``out``: per query, for each sorted cutoff ("mark"), the sum of the precisions of the relevant items ranked
     after the previous mark and up to it and their number (``mark_sums``, ``mark_hits``, (n_q, n_marks)), the
     tie-aware APs (n_q, 3) and the relevant items (n_q,); the ball sums of these queries (2, n_buckets).
-    ``keys``: (GROUP, LANES * SEGMENT) scratch of the narrowest dtype holding the keys; ``counter``: an empty
-    array of the counters' dtype, uint32 where a key and a lane's count fit in it (the list of relevant items,
-    copies of counters, then takes half the memory and cache), else uint64;
+    ``fullest_lanes``: per query, the relevant items of its fullest lane (``_fullest_lanes``). ``keys``: (GROUP,
+    LANES * SEGMENT) scratch of the narrowest dtype holding the keys; ``counter``: an empty array of the counters'
+    dtype, uint32 where a key and a lane's count fit in it (the list of relevant items, copies of counters, then
+    takes half the memory and cache), else uint64;
     ``rank_mark[rank]``: the first mark containing a rank below the largest mark short of the database."""
     mark_sums, mark_hits, tie, n_relevant, ball_sums = out
     n_d = d_words.shape[0]
@@ -301,12 +310,7 @@ def _scan_chunk(lo, hi, q_words, d_words, q_labels, d_labels, multi_label, bucke
     counters = np.empty((GROUP, n_keys * LANES), counter.dtype)  # key k of lane l at k * LANES + l
     # The lists of relevant items sized once, exactly (growing one would copy it): a slot for each relevant item
     # of the fullest lane of these queries, and one for the store after the last.
-    most = 0
-    for i in range(lo, hi):
-        for lane_id in range(LANES):
-            start = lane_id * lane
-            stop = start + (last_lane if lane_id == LANES - 1 else lane)
-            most = max(most, _relevant_items(q_labels[i], d_labels[start:stop], multi_label))
+    most = fullest_lanes[lo:hi].max()
     hits = np.empty((GROUP, (most + 1) * LANES), counter.dtype)
     positions = np.empty((GROUP, LANES), np.uint64)
     # The ranks inside a mark short of the database are distinct and below rank_mark's length: that many slots, and
@@ -461,13 +465,20 @@ def scan(
     counter_dtype = np.uint32 if counter_bits <= 32 else np.uint64
     ball_sums = np.zeros((len(starts), 2, n_buckets))
 
+    # Queries with the same labels have the same relevant items: they are counted once for each distinct row.
+    distinct, query_row = np.unique(q_labels, axis=0, return_inverse=True)
+    fullest_lanes = np.empty(distinct.shape[0], np.int64)
+    _fullest_lanes(distinct, d_labels, multi_label, fullest_lanes)
+    fullest_lanes = fullest_lanes[query_row.reshape(-1)]
+
     def run(chunk: int) -> None:
         lo = starts[chunk]
         out = (result.mark_sums, result.mark_hits, result.tie, result.n_relevant, ball_sums[chunk])
         hi = min(lo + QUERY_CHUNK, n_q)
         keys = np.empty((GROUP, LANES * SEGMENT), key_dtype)
         counter = np.empty(0, counter_dtype)
-        _scan_chunk(lo, hi, q_words, d_words, q_labels, d_labels, multi_label, table, keys, counter, rank_mark, out)
+        labels = (q_labels, d_labels, multi_label, fullest_lanes)
+        _scan_chunk(lo, hi, q_words, d_words, *labels, table, keys, counter, rank_mark, out)
 
     run_chunks(run, len(starts), (threads or n_threads()) if n_q * n_d >= SMALL_WORK else 1)
     result.ball_sums = ball_sums.sum(0)  # in chunk order, whatever thread ran which

@@ -80,6 +80,21 @@ def test_cpu_threads_change_no_bit_and_query_chunks_nothing(monkeypatch):
             assert np.array_equal(getattr(by_threads, name), getattr(one, name)), name
 
 
+def test_lanes_of_several_segments_of_relevant_items():
+    """Lanes of several segments, nine tenths of their items relevant, then all: the lists of relevant items are
+    sized by counts made before the scan, up to a slot for every item of the (longest) last lane."""
+    rng = np.random.default_rng(6)
+    n_d = 4 * 3 * _kernels.SEGMENT + 5
+    q, d, _, _ = random_case(rng, 3, n_d, 16, flip=0.3)
+    ql = np.array([0, 1, 0])
+    for dl in (np.where(np.arange(n_d) % 10 == 0, 1, 0), np.zeros(n_d, np.int64)):
+        ours = evaluate(q, d, ql, dl, topk=(100, n_d), pn=(5, 2000))
+        ref = reference_evaluate(q, d, ql, dl, topk=(100, n_d), pn=(5, 2000))
+        for key in ("map", "map@100", f"map@{n_d}"):
+            assert ours[key] == pytest.approx(ref[key], abs=1e-12), key
+        assert ours["curves"]["p@n"]["precision"] == pytest.approx([ref["p@5"], ref["p@2000"]], abs=1e-12)
+
+
 @needs_cuda
 def test_cuda_equals_cpu():
     rng = np.random.default_rng(5)
