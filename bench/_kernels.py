@@ -465,10 +465,17 @@ def scan(
     counter_dtype = np.uint32 if counter_bits <= 32 else np.uint64
     ball_sums = np.zeros((len(starts), 2, n_buckets))
 
-    # Queries with the same labels have the same relevant items: they are counted once for each distinct row.
+    workers = (threads or n_threads()) if n_q * n_d >= SMALL_WORK else 1
+    # Queries with the same labels have the same relevant items: they are counted once for each distinct row, on
+    # the scan's threads (with multi-hot labels most rows can be distinct).
     distinct, query_row = np.unique(q_labels, axis=0, return_inverse=True)
     fullest_lanes = np.empty(distinct.shape[0], np.int64)
-    _fullest_lanes(distinct, d_labels, multi_label, fullest_lanes)
+
+    def count(chunk: int) -> None:
+        rows = slice(chunk * QUERY_CHUNK, (chunk + 1) * QUERY_CHUNK)
+        _fullest_lanes(distinct[rows], d_labels, multi_label, fullest_lanes[rows])
+
+    run_chunks(count, -(-distinct.shape[0] // QUERY_CHUNK), workers)
     fullest_lanes = fullest_lanes[query_row.reshape(-1)]
 
     def run(chunk: int) -> None:
@@ -480,7 +487,7 @@ def scan(
         labels = (q_labels, d_labels, multi_label, fullest_lanes)
         _scan_chunk(lo, hi, q_words, d_words, *labels, table, keys, counter, rank_mark, out)
 
-    run_chunks(run, len(starts), (threads or n_threads()) if n_q * n_d >= SMALL_WORK else 1)
+    run_chunks(run, len(starts), workers)
     result.ball_sums = ball_sums.sum(0)  # in chunk order, whatever thread ran which
     return result
 

@@ -87,7 +87,8 @@ def test_lanes_of_several_segments_of_relevant_items():
     n_d = 4 * 3 * _kernels.SEGMENT + 5
     q, d, _, _ = random_case(rng, 3, n_d, 16, flip=0.3)
     ql = np.array([0, 1, 0])
-    lanes = np.split(np.arange(n_d), [1537, 2 * 1537, 3 * 1537])  # lane 3 holds the last 1,538 items
+    lane = n_d // 4
+    lanes = np.split(np.arange(n_d), [lane, 2 * lane, 3 * lane])  # the last lane holds one item more
     for dl in (np.where(np.arange(n_d) % 10 == 0, 1, 0), np.zeros(n_d, np.int64)):
         fullest = np.empty(3, np.int64)
         _kernels._fullest_lanes(*label_words(ql, dl), False, fullest)
