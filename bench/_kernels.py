@@ -1,20 +1,21 @@
 """The CPU scan of the evaluator: compiled (numba) counting kernels, no sort, Python threads over queries.
 
-Per query, over the database in index order, a segment at a time:
-1. keys, in a vectorised pass: ``key = 2 * bucket + relevant``, the bucket being the Hamming distance (XOR +
-   popcount of bit-packed codes) or the rank of the spherical distance popcount(xor) / popcount(and);
-2. one scalar pass over the keys with a counter per key. Each counter holds its key in its low bits and counts
-   items above them, so the value read for an item's *other* key (``key ^ 1``: the non-relevant items of its
-   bucket) says both its bucket and how many non-relevant items of that bucket precede it. That value is stored
-   for every item, at a write position that advances only on relevant items: a branch-free list of the relevant
-   items, in database order. The final counters are the (bucket, relevant) histogram;
+Per query, over the database in index order, a segment at a time. The database is cut into 4 contiguous lanes
+scanned side by side, each with counters of its own: consecutive updates of one counter would wait on each other.
+1. keys, in a vectorised pass: ``key = 2 * (bucket * LANES + lane) + relevant``, the index of the item's counter,
+   the bucket being the Hamming distance (XOR + popcount of bit-packed codes) or the rank of the spherical
+   distance popcount(xor) / popcount(and);
+2. one scalar pass over the keys. Each counter holds ``bucket * LANES + lane`` in its low bits and counts items
+   above them, so the value read for an item's *other* key (``key ^ 1``: the non-relevant items of its bucket in
+   its lane) says both where it belongs and how many non-relevant items of that bucket precede it in its lane.
+   That value is stored for every item, at a write position that advances only on relevant items: a branch-free
+   list of each lane's relevant items, in database order. The final counters are the (bucket, relevant) histogram;
 3. over the relevant items only: rank = (items in nearer buckets) + (items of its bucket before it) + 1, ties
-   broken by database index, and likewise its rank among the relevant items. Its precision is added to the first
-   sorted cutoff (map@K, P@N) containing its rank; prefix sums over the cutoffs give every AP@K and P@N;
+   broken by database index, and likewise its rank among the relevant items (a lane's counts offset by those of
+   the lanes before it). Its precision is added to the first sorted cutoff (map@K, P@N) containing its rank;
+   prefix sums over the cutoffs give every AP@K and P@N;
 4. from the histogram: the tie-aware AP and its bounds, and the precision and recall of every Hamming ball.
 
-The database is cut into 4 contiguous lanes scanned side by side, each with counters of its own: consecutive
-updates of one counter would wait on each other. A lane's counts are offset by those of the lanes before it.
 Threads are Python threads running the kernel without the GIL, so no OpenMP pool starts (numba's OpenMP layer
 shares libgomp with torch and resets the thread count of the whole process). Queries are dealt in chunks of a
 fixed size, summed in chunk order: the results do not depend on the number of threads.
@@ -39,8 +40,6 @@ SMALL_WORK = 1 << 21  # query-item pairs below which one thread does all (starti
 EXACT_HARMONIC = 128  # below this, harmonic numbers are summed term by term; above, an asymptotic series
 
 _ONE = np.uint64(1)
-_LANES = np.uint64(LANES)
-_RELEVANT = np.uint64(LANES)  # the relevant bit of a counter's index, key * LANES + lane
 _SEGMENT = np.uint64(SEGMENT)
 
 
@@ -70,18 +69,18 @@ def _relevant(query_labels, labels, t, multi_label):
 # The key loops index segments (views) from 0 with range() counters: numba then knows the indices are not
 # negative and leaves out the wrap-around of negative indices, which would keep LLVM from vectorising them.
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _keys(query, segment, query_labels, labels, multi_label, keys, buckets):
+def _keys(query, segment, query_labels, labels, multi_label, keys, buckets, lane_id):
     """The key 2 * bucket + relevant of each item of a segment. One-word codes with one-word labels (the common
     case) take one fused, vectorised loop; longer codes or labels a popcount loop per word, then a relevance loop."""
     spherical = buckets.shape[0] > 1
     x, y = query[0], query_labels[0]
     if not spherical and segment.shape[1] == 1 and not multi_label:
         for t in range(segment.shape[0]):
-            keys[t] = 2 * _popcount(x ^ segment[t, 0]) + (labels[t, 0] == y)
+            keys[t] = 2 * (_popcount(x ^ segment[t, 0]) * LANES + lane_id) + (labels[t, 0] == y)
         return
     if not spherical and segment.shape[1] == 1 and labels.shape[1] == 1:
         for t in range(segment.shape[0]):
-            keys[t] = 2 * _popcount(x ^ segment[t, 0]) + ((labels[t, 0] & y) != 0)
+            keys[t] = 2 * (_popcount(x ^ segment[t, 0]) * LANES + lane_id) + ((labels[t, 0] & y) != 0)
         return
     if spherical:
         for t in range(segment.shape[0]):
@@ -99,7 +98,7 @@ def _keys(query, segment, query_labels, labels, multi_label, keys, buckets):
             for t in range(segment.shape[0]):
                 keys[t] += _popcount(x ^ segment[t, w])
     for t in range(segment.shape[0]):
-        keys[t] = 2 * keys[t] + _relevant(query_labels, labels, t, multi_label)
+        keys[t] = 2 * (keys[t] * LANES + lane_id) + _relevant(query_labels, labels, t, multi_label)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -188,79 +187,81 @@ def _fullest_lanes(q_labels, d_labels, multi_label, most):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _count_segment(flat_keys, m, m_last, counters, hits, positions, step):
-    """Pass 2 over one query's keyed segment: ``m`` items of each lane, ``m_last`` of the last one. Flat arrays
-    interleaved by lane, indexed with unsigned integers: each lane's entry is a constant offset from one base
-    address, which keeps the loop in registers, and no index needs the wrap-around of negative indices.
-    ``positions``: the lanes' write positions in the interleaved list of relevant items (LANES per item)."""
+    """Pass 2 over one query's keyed segment: ``m`` items of each lane, ``m_last`` of the last one. A key is the
+    index of its counter, the relevant bit lowest: the other key of its bucket is ``key ^ 1``. Indexed with unsigned
+    integers: no index needs the wrap-around of negative indices. ``positions``: the lanes' write positions in
+    ``hits``, each lane's list in a range of its own."""
     n0, n1, n2, n3 = positions[0], positions[1], positions[2], positions[3]
     for t in range(m):
         u = np.uint64(t)
-        k = np.uint64(flat_keys[u]) * _LANES
-        hits[n0] = counters[k ^ _RELEVANT]
+        k = np.uint64(flat_keys[u])
+        hits[n0] = counters[k ^ _ONE]
         counters[k] += step
-        n0 += k & _RELEVANT
-        k = np.uint64(flat_keys[_SEGMENT + u]) * _LANES + _ONE
-        hits[n1 + _ONE] = counters[k ^ _RELEVANT]
+        n0 += k & _ONE
+        k = np.uint64(flat_keys[_SEGMENT + u])
+        hits[n1] = counters[k ^ _ONE]
         counters[k] += step
-        n1 += k & _RELEVANT
-        k = np.uint64(flat_keys[np.uint64(2) * _SEGMENT + u]) * _LANES + np.uint64(2)
-        hits[n2 + np.uint64(2)] = counters[k ^ _RELEVANT]
+        n1 += k & _ONE
+        k = np.uint64(flat_keys[np.uint64(2) * _SEGMENT + u])
+        hits[n2] = counters[k ^ _ONE]
         counters[k] += step
-        n2 += k & _RELEVANT
-        k = np.uint64(flat_keys[np.uint64(3) * _SEGMENT + u]) * _LANES + np.uint64(3)
-        hits[n3 + np.uint64(3)] = counters[k ^ _RELEVANT]
+        n2 += k & _ONE
+        k = np.uint64(flat_keys[np.uint64(3) * _SEGMENT + u])
+        hits[n3] = counters[k ^ _ONE]
         counters[k] += step
-        n3 += k & _RELEVANT
+        n3 += k & _ONE
     for t in range(m, m_last):
-        k = np.uint64(flat_keys[np.uint64(3) * _SEGMENT + np.uint64(t)]) * _LANES + np.uint64(3)
-        hits[n3 + np.uint64(3)] = counters[k ^ _RELEVANT]
+        k = np.uint64(flat_keys[np.uint64(3) * _SEGMENT + np.uint64(t)])
+        hits[n3] = counters[k ^ _ONE]
         counters[k] += step
-        n3 += k & _RELEVANT
+        n3 += k & _ONE
     positions[0], positions[1], positions[2], positions[3] = n0, n1, n2, n3
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _rank_hits(counters, lists, positions, key_bits, rank_mark, other, relevant, scratch, mark_sums, mark_hits):
+def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, scratch, mark_sums, mark_hits):
     """Pass 3 for one query: its histogram into ``other``/``relevant`` and, per mark, the precisions of its
     relevant items summed and counted into ``mark_sums``/``mark_hits`` (rows). ``lists``: the lanes' lists of
-    relevant items, and scratch for the ranks and precisions of those inside a mark short of the database (few:
-    the top K; ``rank_mark``'s length + 1 slots), kept without a branch (a mispredicted branch an item costs more
-    than the two stores)."""
+    relevant items (each lane a quarter of the list: lane l's from l * capacity to positions[l]), and scratch for
+    the ranks and precisions of those inside a mark short of the database (few: the top K; ``rank_mark``'s length
+    + 1 slots), kept without a branch (a mispredicted branch an item costs more than the two stores)."""
     rank_offset, next_relevant_rank, sums, counts = scratch
     hits, ranks, precisions = lists
     n_buckets = other.shape[0]
     n_marks = mark_sums.shape[0]
-    # Per bucket and lane: rank = rank_offset + (non-relevant items of the bucket before the item in its lane) +
-    # its relevant rank, rank_offset being the items in nearer buckets + the non-relevant items of the bucket in
-    # earlier lanes - the relevant items in nearer buckets. Relevant ranks count on from next_relevant_rank, which
-    # starts after the relevant items in nearer buckets and in earlier lanes.
+    # Per (bucket, lane), at = bucket * LANES + lane, the low bits of an item's value: rank = rank_offset + (non-
+    # relevant items of the bucket before the item in its lane) + its relevant rank, rank_offset being the items in
+    # nearer buckets + the non-relevant items of the bucket in earlier lanes - the relevant items in nearer buckets.
+    # Relevant ranks count on from next_relevant_rank, which starts after the relevant items in nearer buckets and
+    # in earlier lanes.
     nearer = 0
     nearer_relevant = 0
     for s in range(n_buckets):
         other[s] = 0
         relevant[s] = 0
         for lane_id in range(LANES):
-            rank_offset[s * LANES + lane_id] = nearer + other[s] - nearer_relevant
-            next_relevant_rank[s * LANES + lane_id] = nearer_relevant + relevant[s] + 1
-            other[s] += np.int64(counters[2 * s * LANES + lane_id] >> np.uint64(key_bits))
-            relevant[s] += np.int64(counters[(2 * s + 1) * LANES + lane_id] >> np.uint64(key_bits))
+            at = s * LANES + lane_id
+            rank_offset[at] = nearer + other[s] - nearer_relevant
+            next_relevant_rank[at] = nearer_relevant + relevant[s] + 1
+            other[s] += np.int64(counters[2 * at] >> np.uint64(at_bits))
+            relevant[s] += np.int64(counters[2 * at + 1] >> np.uint64(at_bits))
         nearer += other[s] + relevant[s]
         nearer_relevant += relevant[s]
-    n_hits = positions // _LANES
-    common = min(min(n_hits[0], n_hits[1]), min(n_hits[2], n_hits[3]))
     top = rank_mark.shape[0]
-    mask = (_ONE << np.uint64(key_bits)) - _ONE
+    mask = (_ONE << np.uint64(at_bits)) - _ONE
     total = 0.0  # the precisions of all relevant items, summed in a register
     n_finite = np.uint64(0)
-    for h in range(max(n_hits[0], max(n_hits[1], max(n_hits[2], n_hits[3])))):
-        for lane_id in range(LANES):  # the lanes side by side: their chains of dependent updates are independent
-            if h >= common and h >= n_hits[lane_id]:
-                continue
-            value = hits[np.uint64(h) * _LANES + np.uint64(lane_id)]
-            at = ((value & mask) >> _ONE) * _LANES + np.uint64(lane_id)  # (bucket, lane)
+    n_total = 0
+    capacity = hits.shape[0] // LANES
+    for lane_id in range(LANES):
+        start = np.uint64(lane_id * capacity)
+        n_total += np.int64(positions[lane_id] - start)
+        for h in range(start, positions[lane_id]):
+            value = hits[h]
+            at = value & mask
             relevant_rank = next_relevant_rank[at]
             next_relevant_rank[at] = relevant_rank + 1
-            rank = rank_offset[at] + np.int64(value >> np.uint64(key_bits)) + relevant_rank
+            rank = rank_offset[at] + np.int64(value >> np.uint64(at_bits)) + relevant_rank
             precision = relevant_rank / rank
             total += precision
             ranks[n_finite] = rank  # branch-free: kept when the rank is inside a mark short of the database
@@ -272,7 +273,6 @@ def _rank_hits(counters, lists, positions, key_bits, rank_mark, other, relevant,
         mark = rank_mark[ranks[f]]
         sums[mark] += precisions[f]
         counts[mark] += 1
-    n_total = n_hits.sum()
     for mark in range(n_marks - 1):
         mark_sums[mark] = sums[mark]
         mark_hits[mark] = counts[mark]
@@ -292,26 +292,27 @@ def _scan_chunk(
     tie-aware APs (n_q, 3) and the relevant items (n_q,); the ball sums of these queries (2, n_buckets).
     ``fullest_lanes``: per query, the relevant items of its fullest lane (``_fullest_lanes``). ``keys``: (GROUP,
     LANES * SEGMENT) scratch of the narrowest dtype holding the keys; ``counter``: an empty array of the counters'
-    dtype, uint32 where a key and a lane's count fit in it (the list of relevant items, copies of counters, then
-    takes half the memory and cache), else uint64;
+    dtype, uint32 where (bucket, lane) and a lane's count fit in it (the list of relevant items, copies of counters,
+    then takes half the memory and cache), else uint64;
     ``rank_mark[rank]``: the first mark containing a rank below the largest mark short of the database."""
     mark_sums, mark_hits, tie, n_relevant, ball_sums = out
     n_d = d_words.shape[0]
     n_buckets = ball_sums.shape[1]
-    n_keys = 2 * n_buckets
-    key_bits = 1
-    while (1 << key_bits) < n_keys:
-        key_bits += 1
-    step = _ONE << np.uint64(key_bits)
+    n_counters = 2 * n_buckets * LANES  # (bucket b, lane l, relevant r) at 2 * (b * LANES + l) + r
+    at_bits = 1  # the bits of b * LANES + l, a counter's low bits
+    while (1 << at_bits) < n_buckets * LANES:
+        at_bits += 1
+    step = _ONE << np.uint64(at_bits)
     lane = n_d // LANES  # lanes 0..2 hold `lane` items each; lane 3 the rest, up to LANES - 1 more
     last_lane = n_d - (LANES - 1) * lane
     one_word = d_words.shape[1] == 1 and d_labels.shape[1] == 1 and buckets.shape[0] == 1
     flat_codes, flat_labels, flat_keys = d_words.reshape(-1), d_labels.reshape(-1), keys.reshape(-1)
-    counters = np.empty((GROUP, n_keys * LANES), counter.dtype)  # key k of lane l at k * LANES + l
+    counters = np.empty((GROUP, n_counters), counter.dtype)
     # The lists of relevant items sized once, exactly (growing one would copy it): a slot for each relevant item
     # of the fullest lane of these queries, and one for the store after the last.
     most = fullest_lanes[lo:hi].max()
-    hits = np.empty((GROUP, (most + 1) * LANES), counter.dtype)
+    capacity = most + 1
+    hits = np.empty((GROUP, capacity * LANES), counter.dtype)
     positions = np.empty((GROUP, LANES), np.uint64)
     # The ranks inside a mark short of the database are distinct and below rank_mark's length: that many slots, and
     # one for the item written last, whether it is kept or not.
@@ -324,10 +325,10 @@ def _scan_chunk(
     for first in range(lo, hi, GROUP):
         group = min(GROUP, hi - first)
         for g in range(group):
-            for k in range(n_keys):
-                for lane_id in range(LANES):
-                    counters[g, k * LANES + lane_id] = k
-        positions[:] = 0
+            for k in range(n_counters):
+                counters[g, k] = k >> 1
+            for lane_id in range(LANES):
+                positions[g, lane_id] = lane_id * capacity
         for a in range(0, last_lane, SEGMENT):
             m = max(0, min(SEGMENT, lane - a))
             m_last = min(SEGMENT, last_lane - a)
@@ -342,12 +343,13 @@ def _scan_chunk(
                         if multi_label:
                             for t in range(stop - start):
                                 u = np.uint64(t)
-                                key = 2 * _popcount(x ^ flat_codes[at + u]) + ((flat_labels[at + u] & y) != 0)
-                                flat_keys[to + u] = key
+                                key = _popcount(x ^ flat_codes[at + u]) * LANES + lane_id
+                                flat_keys[to + u] = 2 * key + ((flat_labels[at + u] & y) != 0)
                         else:
                             for t in range(stop - start):
                                 u = np.uint64(t)
-                                flat_keys[to + u] = 2 * _popcount(x ^ flat_codes[at + u]) + (flat_labels[at + u] == y)
+                                key = _popcount(x ^ flat_codes[at + u]) * LANES + lane_id
+                                flat_keys[to + u] = 2 * key + (flat_labels[at + u] == y)
                     else:
                         _keys(
                             q_words[i],
@@ -357,6 +359,7 @@ def _scan_chunk(
                             multi_label,
                             keys[g, lane_id * SEGMENT : (lane_id + 1) * SEGMENT],
                             buckets,
+                            lane_id,
                         )
             for g in range(group):
                 _count_segment(keys[g], m, m_last, counters[g], hits[g], positions[g], step)
@@ -364,7 +367,7 @@ def _scan_chunk(
             i = first + g
             row = (mark_sums[i], mark_hits[i])
             lists = (hits[g], ranks, precisions)
-            _rank_hits(counters[g], lists, positions[g], key_bits, rank_mark, other, relevant, scratch, *row)
+            _rank_hits(counters[g], lists, positions[g], at_bits, rank_mark, other, relevant, scratch, *row)
             n_relevant[i] = summarise_histogram(other, relevant, tie[i], ball_sums)
 
 
@@ -460,8 +463,9 @@ def scan(
     top = int(finite[-1]) + 1 if finite.size else 1
     rank_mark = np.searchsorted(result.marks, np.arange(top)).astype(np.int64)
     starts = range(0, n_q, QUERY_CHUNK)
-    key_dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if 2 * n_buckets <= 1 << (8 * np.dtype(t).itemsize))
-    counter_bits = (2 * n_buckets - 1).bit_length() + (n_d // LANES + LANES).bit_length()  # key, then a lane's count
+    n_places = n_buckets * LANES  # (bucket, lane) pairs
+    key_dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if 2 * n_places <= 1 << (8 * np.dtype(t).itemsize))
+    counter_bits = (n_places - 1).bit_length() + (n_d // LANES + LANES).bit_length()  # (bucket, lane), then a count
     counter_dtype = np.uint32 if counter_bits <= 32 else np.uint64
     ball_sums = np.zeros((len(starts), 2, n_buckets))
 

@@ -81,15 +81,17 @@ def test_cpu_threads_change_no_bit_and_query_chunks_nothing(monkeypatch):
 
 
 def test_lanes_of_several_segments_of_relevant_items():
-    """Lanes of several segments, nine tenths of their items relevant, then all: the lists of relevant items are
-    sized by counts made before the scan, up to a slot for every item of the (longest) last lane."""
+    """Lanes of several segments, nine tenths of their items relevant, then all, then a database sorted by class
+    (one lane's items all of one class): each lane's list of relevant items is sized by counts made before the scan,
+    up to a slot for every item of the (longest) last lane."""
     rng = np.random.default_rng(6)
     n_d = 4 * 3 * _kernels.SEGMENT + 5
     q, d, _, _ = random_case(rng, 3, n_d, 16, flip=0.3)
     ql = np.array([0, 1, 0])
     lane = n_d // 4
     lanes = np.split(np.arange(n_d), [lane, 2 * lane, 3 * lane])  # the last lane holds one item more
-    for dl in (np.where(np.arange(n_d) % 10 == 0, 1, 0), np.zeros(n_d, np.int64)):
+    by_class = (np.arange(n_d) >= 3 * lane).astype(np.int64)
+    for dl in (np.where(np.arange(n_d) % 10 == 0, 1, 0), np.zeros(n_d, np.int64), by_class):
         fullest = np.empty(3, np.int64)
         _kernels._fullest_lanes(*label_words(ql, dl), False, fullest)
         assert list(fullest) == [max(int((dl[lane] == y).sum()) for lane in lanes) for y in ql]
