@@ -70,8 +70,9 @@ def _relevant(query_labels, labels, t, multi_label):
 # negative and leaves out the wrap-around of negative indices, which would keep LLVM from vectorising them.
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _keys(query, segment, query_labels, labels, multi_label, keys, buckets, lane_id):
-    """The key 2 * bucket + relevant of each item of a segment. One-word codes with one-word labels (the common
-    case) take one fused, vectorised loop; longer codes or labels a popcount loop per word, then a relevance loop."""
+    """The key 2 * (bucket * LANES + lane_id) + relevant (its counter's index) of each item of a segment of lane
+    ``lane_id``. One-word codes with one-word labels (the common case) take one fused, vectorised loop; longer codes
+    or labels a popcount loop per word, then a relevance loop."""
     spherical = buckets.shape[0] > 1
     x, y = query[0], query_labels[0]
     if not spherical and segment.shape[1] == 1 and not multi_label:
