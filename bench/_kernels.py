@@ -12,8 +12,9 @@ scanned side by side, each with counters of its own: consecutive updates of one 
    list of each lane's relevant items, in database order. The final counters are the (bucket, relevant) histogram;
 3. over the relevant items only: rank = (items in nearer buckets) + (items of its bucket before it) + 1, ties
    broken by database index, and likewise its rank among the relevant items (a lane's counts offset by those of
-   the lanes before it). Its precision is added to the first sorted cutoff (map@K, P@N) containing its rank;
-   prefix sums over the cutoffs give every AP@K and P@N;
+   the lanes before it). The precisions are summed over all of them; the items of the buckets that can reach a
+   cutoff short of the database (map@K, P@N) are ranked again, and each precision there is added to the first
+   sorted cutoff containing its rank: prefix sums over the cutoffs give every AP@K and P@N;
 4. from the histogram: the tie-aware AP and its bounds, and the precision and recall of every Hamming ball.
 
 Threads are Python threads running the kernel without the GIL, so no OpenMP pool starts (numba's OpenMP layer
@@ -33,7 +34,7 @@ import numpy as np
 from numba.extending import intrinsic
 
 LANES = 4
-SEGMENT = 512  # items per lane keyed at a time: a group's keys and the segment's codes stay in the L1/L2 caches
+SEGMENT = 2048  # items per lane keyed at a time: a group's keys and the segment's codes stay in the L2 cache
 GROUP = 4  # queries scanned together: each segment of the database is read from memory once for all four
 QUERY_CHUNK = 64  # queries per task of a thread: enough tasks to balance two busy cores on 1,000 queries
 SMALL_WORK = 1 << 21  # query-item pairs below which one thread does all (starting threads costs more)
@@ -225,8 +226,14 @@ def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, 
     relevant items summed and counted into ``mark_sums``/``mark_hits`` (rows). ``lists``: the lanes' lists of
     relevant items (each lane a quarter of the list: lane l's from l * capacity to positions[l]), and scratch for
     the ranks and precisions of those inside a mark short of the database (few: the top K; ``rank_mark``'s length
-    + 1 slots), kept without a branch (a mispredicted branch an item costs more than the two stores)."""
-    rank_offset, next_relevant_rank, sums, counts = scratch
+    + 1 slots).
+
+    A first pass over the lists sums every item's precision and moves the items of the buckets that can reach a
+    mark short of the database (fewer nearer items than the largest such mark) to the front of the list, in
+    order. A second pass ranks those again, from the same start, and keeps the ranks inside a mark without a
+    branch (a mispredicted branch an item costs more than the two stores). Keeping them in the first pass, at a
+    write position that waits on each item's rank, was slower."""
+    rank_offset, first_relevant_rank, next_relevant_rank, can_reach_mark, sums, counts = scratch
     hits, ranks, precisions = lists
     n_buckets = other.shape[0]
     n_marks = mark_sums.shape[0]
@@ -243,16 +250,19 @@ def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, 
         for lane_id in range(LANES):
             at = s * LANES + lane_id
             rank_offset[at] = nearer + other[s] - nearer_relevant
-            next_relevant_rank[at] = nearer_relevant + relevant[s] + 1
+            first_relevant_rank[at] = nearer_relevant + relevant[s] + 1
+            can_reach_mark[at] = nearer + 1 < rank_mark.shape[0]
             other[s] += np.int64(counters[2 * at] >> np.uint64(at_bits))
             relevant[s] += np.int64(counters[2 * at + 1] >> np.uint64(at_bits))
         nearer += other[s] + relevant[s]
         nearer_relevant += relevant[s]
     top = rank_mark.shape[0]
+    next_relevant_rank[:] = first_relevant_rank
     mask = (_ONE << np.uint64(at_bits)) - _ONE
     total = 0.0  # the precisions of all relevant items, summed in a register
     n_finite = np.uint64(0)
     n_total = 0
+    n_front = np.uint64(0)  # never past the item read: the front holds only items read before
     capacity = hits.shape[0] // LANES
     for lane_id in range(LANES):
         start = np.uint64(lane_id * capacity)
@@ -262,12 +272,18 @@ def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, 
             at = value & mask
             relevant_rank = next_relevant_rank[at]
             next_relevant_rank[at] = relevant_rank + 1
-            rank = rank_offset[at] + np.int64(value >> np.uint64(at_bits)) + relevant_rank
-            precision = relevant_rank / rank
-            total += precision
-            ranks[n_finite] = rank  # branch-free: kept when the rank is inside a mark short of the database
-            precisions[n_finite] = precision
-            n_finite += np.uint64(rank < top)
+            total += relevant_rank / (rank_offset[at] + np.int64(value >> np.uint64(at_bits)) + relevant_rank)
+            hits[n_front] = value
+            n_front += can_reach_mark[at]
+    for h in range(n_front):  # all the items of their buckets, in the same order: the same relevant ranks
+        value = hits[h]
+        at = value & mask
+        relevant_rank = first_relevant_rank[at]
+        first_relevant_rank[at] = relevant_rank + 1
+        rank = rank_offset[at] + np.int64(value >> np.uint64(at_bits)) + relevant_rank
+        ranks[n_finite] = rank  # branch-free: kept when the rank is inside a mark short of the database
+        precisions[n_finite] = relevant_rank / rank
+        n_finite += np.uint64(rank < top)
     sums[:] = 0.0
     counts[:] = 0
     for f in range(n_finite):
@@ -318,11 +334,12 @@ def _scan_chunk(
     # The ranks inside a mark short of the database are distinct and below rank_mark's length: that many slots, and
     # one for the item written last, whether it is kept or not.
     ranks, precisions = np.empty(rank_mark.shape[0] + 1, np.int64), np.empty(rank_mark.shape[0] + 1)
-    other = np.empty(n_buckets, np.int64)
-    relevant = np.empty(n_buckets, np.int64)
+    other = np.empty((GROUP, n_buckets), np.int64)
+    relevant = np.empty((GROUP, n_buckets), np.int64)
     n_marks = mark_sums.shape[1]
     by_lane = n_buckets * LANES
-    scratch = (np.empty(by_lane, np.int64), np.empty(by_lane, np.int64), np.empty(n_marks), np.empty(n_marks, np.int64))
+    ranking = (np.empty(by_lane, np.int64), np.empty(by_lane, np.int64), np.empty(by_lane, np.int64))
+    scratch = (*ranking, np.empty(by_lane, np.uint64), np.empty(n_marks), np.empty(n_marks, np.int64))
     for first in range(lo, hi, GROUP):
         group = min(GROUP, hi - first)
         for g in range(group):
@@ -364,12 +381,13 @@ def _scan_chunk(
                         )
             for g in range(group):
                 _count_segment(keys[g], m, m_last, counters[g], hits[g], positions[g], step)
-        for g in range(group):
+        for g in range(group):  # the group's rank passes, then its summaries: measured faster than alternated
             i = first + g
             row = (mark_sums[i], mark_hits[i])
             lists = (hits[g], ranks, precisions)
-            _rank_hits(counters[g], lists, positions[g], at_bits, rank_mark, other, relevant, scratch, *row)
-            n_relevant[i] = summarise_histogram(other, relevant, tie[i], ball_sums)
+            _rank_hits(counters[g], lists, positions[g], at_bits, rank_mark, other[g], relevant[g], scratch, *row)
+        for g in range(group):
+            n_relevant[first + g] = summarise_histogram(other[g], relevant[g], tie[first + g], ball_sums)
 
 
 def word_dtype(n_bits: int) -> np.dtype:

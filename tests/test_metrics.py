@@ -102,6 +102,21 @@ def test_lanes_of_several_segments_of_relevant_items():
         assert ours["curves"]["p@n"]["precision"] == pytest.approx([ref["p@5"], ref["p@2000"]], abs=1e-12)
 
 
+def test_cutoffs_just_short_of_the_database():
+    """With a cutoff one short of the database every bucket can reach it: the rank pass moves every relevant item
+    to the front of its list, onto the very slot it reads, and ranks them all again."""
+    rng = np.random.default_rng(7)
+    n_d = 4 * _kernels.SEGMENT + 3
+    for multi_label in (False, True):
+        q, d, ql, dl = random_case(rng, 5, n_d, 20, multi_label=multi_label, flip=0.3)
+        ours = evaluate(q, d, ql, dl, topk=(1, n_d - 1), pn=(n_d - 2, n_d - 1))
+        ref = reference_evaluate(q, d, ql, dl, topk=(1, n_d - 1), pn=(n_d - 2, n_d - 1))
+        for key in ("map", "map@1", f"map@{n_d - 1}"):
+            assert ours[key] == pytest.approx(ref[key], abs=1e-12), key
+        expected = [ref[f"p@{n_d - 2}"], ref[f"p@{n_d - 1}"]]
+        assert ours["curves"]["p@n"]["precision"] == pytest.approx(expected, abs=1e-12)
+
+
 @needs_cuda
 def test_cuda_equals_cpu():
     rng = np.random.default_rng(5)
