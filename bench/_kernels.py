@@ -240,8 +240,9 @@ def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, 
     # Per (bucket, lane), at = bucket * LANES + lane, the low bits of an item's value: rank = rank_offset + (non-
     # relevant items of the bucket before the item in its lane) + its relevant rank, rank_offset being the items in
     # nearer buckets + the non-relevant items of the bucket in earlier lanes - the relevant items in nearer buckets.
-    # Relevant ranks count on from next_relevant_rank, which starts after the relevant items in nearer buckets and
-    # in earlier lanes.
+    # Relevant ranks count on from first_relevant_rank, after the relevant items in nearer buckets and in earlier
+    # lanes. An item's rank is at least its nearer items + 1: below top only if that is.
+    top = rank_mark.shape[0]
     nearer = 0
     nearer_relevant = 0
     for s in range(n_buckets):
@@ -251,12 +252,11 @@ def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, 
             at = s * LANES + lane_id
             rank_offset[at] = nearer + other[s] - nearer_relevant
             first_relevant_rank[at] = nearer_relevant + relevant[s] + 1
-            can_reach_mark[at] = nearer + 1 < rank_mark.shape[0]
+            can_reach_mark[at] = nearer + 1 < top
             other[s] += np.int64(counters[2 * at] >> np.uint64(at_bits))
             relevant[s] += np.int64(counters[2 * at + 1] >> np.uint64(at_bits))
         nearer += other[s] + relevant[s]
         nearer_relevant += relevant[s]
-    top = rank_mark.shape[0]
     next_relevant_rank[:] = first_relevant_rank
     mask = (_ONE << np.uint64(at_bits)) - _ONE
     total = 0.0  # the precisions of all relevant items, summed in a register
