@@ -174,17 +174,34 @@ def summarise_histograms(hist, tie, n_relevant, ball_sums):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _fullest_lanes(q_labels, d_labels, multi_label, most):
-    """For each row of ``q_labels``, the relevant items of its fullest lane of the database into ``most``."""
+    """For each row of ``q_labels``, the relevant items of its fullest lane of the database into ``most``. One-word
+    labels (the common case) take a vectorised loop on the flat labels, counting in 32 bits: the count truncated
+    each step lets LLVM add as many counts a vector as it compares labels (numba widens integer sums to 64 bits),
+    3x faster."""
     n_d = d_labels.shape[0]
     lane = n_d // LANES
+    flat = d_labels.reshape(-1)
     for i in range(q_labels.shape[0]):
         most[i] = 0
+        y = q_labels[i, 0]
         for lane_id in range(LANES):
-            labels = d_labels[lane_id * lane : n_d if lane_id == LANES - 1 else (lane_id + 1) * lane]
-            count = 0
-            for t in range(labels.shape[0]):
-                count += _relevant(q_labels[i], labels, t, multi_label)
-            most[i] = max(most[i], count)
+            start = lane_id * lane
+            stop = n_d if lane_id == LANES - 1 else start + lane
+            if d_labels.shape[1] > 1 or stop - start >= 1 << 32:
+                labels = d_labels[start:stop]
+                count = 0
+                for t in range(labels.shape[0]):
+                    count += _relevant(q_labels[i], labels, t, multi_label)
+                most[i] = max(most[i], count)
+                continue
+            count32 = np.uint32(0)
+            if multi_label:
+                for t in range(stop - start):
+                    count32 = np.uint32(count32 + ((flat[np.uint64(start) + np.uint64(t)] & y) != 0))
+            else:
+                for t in range(stop - start):
+                    count32 = np.uint32(count32 + (flat[np.uint64(start) + np.uint64(t)] == y))
+            most[i] = max(most[i], np.int64(count32))
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")

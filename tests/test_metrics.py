@@ -102,6 +102,18 @@ def test_lanes_of_several_segments_of_relevant_items():
         assert ours["curves"]["p@n"]["precision"] == pytest.approx([ref["p@5"], ref["p@2000"]], abs=1e-12)
 
 
+@pytest.mark.parametrize("n_labels", [5, 70])  # one label word (the vectorised count), two
+def test_fullest_lanes_of_multi_hot_labels(n_labels):
+    rng = np.random.default_rng(8)
+    n_d = 4 * _kernels.SEGMENT + 3
+    ql, dl = (rng.random((n, n_labels)) < 0.05 for n in (6, n_d))
+    ql[0] = False  # a query with no label: nothing is relevant
+    lanes = np.split(np.arange(n_d), [n_d // 4 * k for k in (1, 2, 3)])
+    fullest = np.empty(6, np.int64)
+    _kernels._fullest_lanes(*label_words(ql, dl), True, fullest)
+    assert list(fullest) == [max(int((dl[lane] & y).any(1).sum()) for lane in lanes) for y in ql]
+
+
 def test_cutoffs_just_short_of_the_database():
     """With a cutoff one short of the database every bucket can reach it: the rank pass moves every relevant item
     to the front of its list, onto the very slot it reads, and ranks them all again."""
