@@ -508,7 +508,11 @@ def scan(
     workers = (threads or n_threads()) if n_q * n_d >= SMALL_WORK else 1
     # Queries with the same labels have the same relevant items: they are counted once for each distinct row, on
     # the scan's threads (with multi-hot labels most rows can be distinct).
-    distinct, query_row = np.unique(q_labels, axis=0, return_inverse=True)
+    if q_labels.shape[1] == 1:  # class ids or one label word: numpy's unique of values, 20x its unique of rows
+        distinct, query_row = np.unique(q_labels[:, 0], return_inverse=True)
+        distinct = distinct.reshape(-1, 1)
+    else:
+        distinct, query_row = np.unique(q_labels, axis=0, return_inverse=True)
     fullest_lanes = np.empty(distinct.shape[0], np.int64)
 
     def count(chunk: int) -> None:
