@@ -407,6 +407,30 @@ def _scan_chunk(
             n_relevant[first + g] = summarise_histogram(other[g], relevant[g], tie[first + g], ball_sums)
 
 
+_BYTE_LOW_BITS = np.uint64(0x0101010101010101)
+_GATHER_LOW_BITS = np.uint64(0x0102040810204080)  # times the low bits of 8 bytes: byte j's at bit 56 + j
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def pack_byte_codes(words, out):
+    """Codes of one byte a value, read 8 values a uint64 word (``words``: (n, n_bits / 8)), checked and packed in
+    one pass: bit j of byte j // 8 of ``out`` is set where value j is 1 (little bit order). Returns whether some
+    byte is 0xFF (-1 as int8), some is 0, and some is neither 0, 1 nor 0xFF. Per byte: bit 7 spread over the byte
+    and or-ed with bit 0 gives back the byte only for 0, 1 and 0xFF; the value is 1 where bit 0 is set and bit 7
+    is not; the multiply gathers 8 such bits into the top byte (each lands on a bit of its own: no carries)."""
+    negative = zero = wrong = np.uint64(0)
+    for i in range(words.shape[0]):
+        for j in range(words.shape[1]):
+            w = words[i, j]
+            sign = (w >> np.uint64(7)) & _BYTE_LOW_BITS
+            low = w & _BYTE_LOW_BITS
+            wrong |= w ^ (sign * np.uint64(0xFF) | low)
+            negative |= sign
+            zero |= ~w & _BYTE_LOW_BITS
+            out[i, j] = np.uint8(((low & ~sign) * _GATHER_LOW_BITS) >> np.uint64(56))
+    return negative != 0, zero != 0, wrong != 0
+
+
 def word_dtype(n_bits: int) -> np.dtype:
     """The unsigned word the kernel reads ``n_bits`` bits in: 32-bit words up to 32 bits, else 64-bit words. (8- and
     16-bit words would save 3 or 2 bytes an item of codes that short, for a compiled kernel each: seconds of

@@ -227,7 +227,7 @@ def benchmark_evaluator(
         return report
     threads = _kernels.n_threads()
     packed_q, packed_d = pack_codes(q)[0], pack_codes(d)[0]
-    words = [code_words(c, shape.bits, False) for c in (q, d)]
+    words = [code_words(c, shape.bits) for c in (q, d)]
     labels = label_words(y_q, y_d)
     results = {}
 

@@ -44,7 +44,7 @@ def test_tie_aware_matches_enumeration_of_all_orders(multi_label):
 
 def _cpu_scan(q, d, ql, dl, cutoffs, pn_grid, buckets=None, threads=None):
     n_bits = q.shape[1]
-    words = [code_words(c, n_bits, False) for c in (q, d)]
+    words = [code_words(c, n_bits) for c in (q, d)]
     return _kernels.scan(*words, n_bits, *label_words(ql, dl), ql.ndim == 2, cutoffs, pn_grid, buckets, threads)
 
 
@@ -289,6 +289,35 @@ def test_packed_codes_are_faiss_layout_little_bit_order():
     codes[0, [0, 3, 9]] = 1
     packed, n_bits = pack_codes(codes)
     assert n_bits == 12 and packed.tolist() == [[0b00001001, 0b00000010]]
+
+
+@pytest.mark.parametrize("n_bits", [8, 24, 64, 72])
+def test_one_pass_byte_codes_pack_and_check_as_numpy(n_bits):
+    """int8, uint8 and bool codes in whole bytes take one compiled pass: the same bytes as numpy's packbits, and
+    the same one-line error for every value outside -1/+1 or 0/1 (a value a byte, placed anywhere in the word)."""
+    rng = np.random.default_rng(n_bits)
+    pm1 = rng.choice(np.array([-1, 1], np.int8), (33, n_bits))
+    expected = np.packbits(pm1 > 0, axis=1, bitorder="little")
+    for codes in (pm1, (pm1 > 0).astype(np.int8), (pm1 > 0).astype(np.uint8), pm1 > 0):
+        assert np.array_equal(pack_codes(codes)[0], expected), codes.dtype
+    offset = np.empty(pm1.size + 1, np.int8)[1:].reshape(pm1.shape)  # not 8-byte aligned: checked, then packed
+    offset[:] = pm1
+    assert np.array_equal(pack_codes(offset)[0], expected)
+    bad = [(np.int8, v) for v in (2, -2, 127, -128, -127, 64)] + [(np.uint8, v) for v in (2, 255, 128)]
+    for dtype, value in bad:
+        for at in ((0, 0), (5, n_bits - 1), (32, n_bits // 2)):
+            codes = (pm1 > 0).astype(dtype)
+            codes[at] = value
+            with pytest.raises(BenchError, match=r"only -1/\+1 or only 0/1; found values"):
+                pack_codes(codes)
+    no_zero = np.ones_like(pm1, np.uint8)
+    no_zero[3, 1] = 255  # the byte of int8 -1, not a code value in uint8
+    with pytest.raises(BenchError, match="found values 1, 255"):
+        pack_codes(no_zero)
+    mixed = pm1.copy()
+    mixed[3, 1] = 0  # -1 and 0 together
+    with pytest.raises(BenchError, match="found values -1, 0, 1"):
+        pack_codes(mixed)
 
 
 @pytest.mark.parametrize(
