@@ -205,7 +205,7 @@ def _fullest_lanes(q_labels, d_labels, multi_label, most):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _count_segment(flat_keys, m, m_last, counters, hits, positions, step):
+def _count_segment(flat_keys, m, m_last, counters, hits, positions):
     """Pass 2 over one query's keyed segment: ``m`` items of each lane, ``m_last`` of the last one. A key is the
     index of its counter, the relevant bit lowest: the other key of its bucket is ``key ^ 1``. Indexed with unsigned
     integers: no index needs the wrap-around of negative indices. ``positions``: the lanes' write positions in
@@ -214,31 +214,31 @@ def _count_segment(flat_keys, m, m_last, counters, hits, positions, step):
     for t in range(m):
         u = np.uint64(t)
         k = np.uint64(flat_keys[u])
-        hits[n0] = counters[k ^ _ONE]
-        counters[k] += step
+        hits[n0] = counters[k]
+        counters[k + _ONE] += 1
         n0 += k & _ONE
         k = np.uint64(flat_keys[_SEGMENT + u])
-        hits[n1] = counters[k ^ _ONE]
-        counters[k] += step
+        hits[n1] = counters[k]
+        counters[k + _ONE] += 1
         n1 += k & _ONE
         k = np.uint64(flat_keys[np.uint64(2) * _SEGMENT + u])
-        hits[n2] = counters[k ^ _ONE]
-        counters[k] += step
+        hits[n2] = counters[k]
+        counters[k + _ONE] += 1
         n2 += k & _ONE
         k = np.uint64(flat_keys[np.uint64(3) * _SEGMENT + u])
-        hits[n3] = counters[k ^ _ONE]
-        counters[k] += step
+        hits[n3] = counters[k]
+        counters[k + _ONE] += 1
         n3 += k & _ONE
     for t in range(m, m_last):
         k = np.uint64(flat_keys[np.uint64(3) * _SEGMENT + np.uint64(t)])
-        hits[n3] = counters[k ^ _ONE]
-        counters[k] += step
+        hits[n3] = counters[k]
+        counters[k + _ONE] += 1
         n3 += k & _ONE
     positions[0], positions[1], positions[2], positions[3] = n0, n1, n2, n3
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, scratch, mark_sums, mark_hits):
+def _rank_hits(counters, lists, positions, count_bits, rank_mark, other, relevant, scratch, mark_sums, mark_hits):
     """Pass 3 for one query: its histogram into ``other``/``relevant`` and, per mark, the precisions of its
     relevant items summed and counted into ``mark_sums``/``mark_hits`` (rows). ``lists``: the lanes' lists of
     relevant items (each lane a quarter of the list: lane l's from l * capacity to positions[l]), and scratch for
@@ -250,14 +250,15 @@ def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, 
     order. A second pass ranks those again, from the same start, and keeps the ranks inside a mark without a
     branch (a mispredicted branch an item costs more than the two stores). Keeping them in the first pass, at a
     write position that waits on each item's rank, was slower."""
-    rank_offset, first_relevant_rank, next_relevant_rank, can_reach_mark, sums, counts = scratch
-    hits, ranks, precisions = lists
+    rank_offset, next_relevant_rank, can_reach_mark = scratch
+    hits, present = lists
     n_buckets = other.shape[0]
+    mask = (_ONE << np.uint64(count_bits)) - _ONE
     n_marks = mark_sums.shape[0]
     # Per (bucket, lane), at = bucket * LANES + lane, the low bits of an item's value: rank = rank_offset + (non-
     # relevant items of the bucket before the item in its lane) + its relevant rank, rank_offset being the items in
     # nearer buckets + the non-relevant items of the bucket in earlier lanes - the relevant items in nearer buckets.
-    # Relevant ranks count on from first_relevant_rank, after the relevant items in nearer buckets and in earlier
+    # Relevant ranks count on from next_relevant_rank, after the relevant items in nearer buckets and in earlier
     # lanes. An item's rank is at least its nearer items + 1: below top only if that is.
     top = rank_mark.shape[0]
     nearer = 0
@@ -268,16 +269,13 @@ def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, 
         for lane_id in range(LANES):
             at = s * LANES + lane_id
             rank_offset[at] = nearer + other[s] - nearer_relevant
-            first_relevant_rank[at] = nearer_relevant + relevant[s] + 1
+            next_relevant_rank[at] = nearer_relevant + relevant[s] + 1
             can_reach_mark[at] = nearer + 1 < top
-            other[s] += np.int64(counters[2 * at] >> np.uint64(at_bits))
-            relevant[s] += np.int64(counters[2 * at + 1] >> np.uint64(at_bits))
+            other[s] += np.int64(counters[2 * at + 1] & mask)
+            relevant[s] += np.int64(counters[2 * at + 2] & mask)
         nearer += other[s] + relevant[s]
         nearer_relevant += relevant[s]
-    next_relevant_rank[:] = first_relevant_rank
-    mask = (_ONE << np.uint64(at_bits)) - _ONE
     total = 0.0  # the precisions of all relevant items, summed in a register
-    n_finite = np.uint64(0)
     n_total = 0
     n_front = np.uint64(0)  # never past the item read: the front holds only items read before
     capacity = hits.shape[0] // LANES
@@ -286,30 +284,34 @@ def _rank_hits(counters, lists, positions, at_bits, rank_mark, other, relevant, 
         n_total += np.int64(positions[lane_id] - start)
         for h in range(start, positions[lane_id]):
             value = hits[h]
-            at = value & mask
+            at = value >> np.uint64(count_bits)
             relevant_rank = next_relevant_rank[at]
             next_relevant_rank[at] = relevant_rank + 1
-            total += relevant_rank / (rank_offset[at] + np.int64(value >> np.uint64(at_bits)) + relevant_rank)
-            hits[n_front] = value
+            rank = rank_offset[at] + np.int64(value & mask) + relevant_rank
+            total += relevant_rank / rank
+            hits[n_front] = rank
             n_front += can_reach_mark[at]
-    for h in range(n_front):  # all the items of their buckets, in the same order: the same relevant ranks
-        value = hits[h]
-        at = value & mask
-        relevant_rank = first_relevant_rank[at]
-        first_relevant_rank[at] = relevant_rank + 1
-        rank = rank_offset[at] + np.int64(value >> np.uint64(at_bits)) + relevant_rank
-        ranks[n_finite] = rank  # branch-free: kept when the rank is inside a mark short of the database
-        precisions[n_finite] = relevant_rank / rank
-        n_finite += np.uint64(rank < top)
-    sums[:] = 0.0
-    counts[:] = 0
-    for f in range(n_finite):
-        mark = rank_mark[ranks[f]]
-        sums[mark] += precisions[f]
-        counts[mark] += 1
+    # Every relevant item ranked inside a mark short of the database is in the front, ranked below top. The k-th
+    # of them by rank is the k-th relevant item: its precision is k / rank.
+    present[:] = 0
+    for h in range(n_front):
+        present[min(np.int64(hits[h]), top)] = 1
+    mark_sums[:] = 0.0
+    mark_hits[:] = 0
+    found = 0
+    mark = 0
+    in_mark = 0
+    in_mark_sum = 0.0
+    for r in range(1, top):
+        if rank_mark[r] != mark:  # ranks go up a mark at a time: the branch is predicted
+            mark_sums[mark], mark_hits[mark] = in_mark_sum, in_mark
+            mark, in_mark, in_mark_sum = rank_mark[r], 0, 0.0
+        is_relevant = np.int64(present[r])
+        found += is_relevant
+        in_mark += is_relevant
+        in_mark_sum += (is_relevant * found) / r
+    mark_sums[mark], mark_hits[mark] = in_mark_sum, in_mark
     for mark in range(n_marks - 1):
-        mark_sums[mark] = sums[mark]
-        mark_hits[mark] = counts[mark]
         total -= mark_sums[mark]
         n_total -= mark_hits[mark]
     mark_sums[n_marks - 1] = total  # the last mark, the whole database: every relevant item not counted yet
@@ -333,15 +335,14 @@ def _scan_chunk(
     n_d = d_words.shape[0]
     n_buckets = ball_sums.shape[1]
     n_counters = 2 * n_buckets * LANES  # (bucket b, lane l, relevant r) at 2 * (b * LANES + l) + r
-    at_bits = 1  # the bits of b * LANES + l, a counter's low bits
-    while (1 << at_bits) < n_buckets * LANES:
-        at_bits += 1
-    step = _ONE << np.uint64(at_bits)
     lane = n_d // LANES  # lanes 0..2 hold `lane` items each; lane 3 the rest, up to LANES - 1 more
     last_lane = n_d - (LANES - 1) * lane
+    count_bits = 1  # the bits of a lane's count, a counter's low bits (b * LANES + l above them)
+    while (1 << count_bits) <= last_lane:
+        count_bits += 1
     one_word = d_words.shape[1] == 1 and d_labels.shape[1] == 1 and buckets.shape[0] == 1
     flat_codes, flat_labels, flat_keys = d_words.reshape(-1), d_labels.reshape(-1), keys.reshape(-1)
-    counters = np.empty((GROUP, n_counters), counter.dtype)
+    counters = np.empty((GROUP, n_counters + 1), counter.dtype)
     # The lists of relevant items sized once, exactly (growing one would copy it): a slot for each relevant item
     # of the fullest lane of these queries, and one for the store after the last.
     most = fullest_lanes[lo:hi].max()
@@ -350,18 +351,16 @@ def _scan_chunk(
     positions = np.empty((GROUP, LANES), np.uint64)
     # The ranks inside a mark short of the database are distinct and below rank_mark's length: that many slots, and
     # one for the item written last, whether it is kept or not.
-    ranks, precisions = np.empty(rank_mark.shape[0] + 1, np.int64), np.empty(rank_mark.shape[0] + 1)
+    present = np.empty(rank_mark.shape[0] + 1, np.uint8)
     other = np.empty((GROUP, n_buckets), np.int64)
     relevant = np.empty((GROUP, n_buckets), np.int64)
-    n_marks = mark_sums.shape[1]
     by_lane = n_buckets * LANES
-    ranking = (np.empty(by_lane, np.int64), np.empty(by_lane, np.int64), np.empty(by_lane, np.int64))
-    scratch = (*ranking, np.empty(by_lane, np.uint64), np.empty(n_marks), np.empty(n_marks, np.int64))
+    scratch = (np.empty(by_lane, np.int64), np.empty(by_lane, np.int64), np.empty(by_lane, np.uint64))
     for first in range(lo, hi, GROUP):
         group = min(GROUP, hi - first)
         for g in range(group):
             for k in range(n_counters):
-                counters[g, k] = k >> 1
+                counters[g, k + 1] = (k >> 1) << count_bits
             for lane_id in range(LANES):
                 positions[g, lane_id] = lane_id * capacity
         for a in range(0, last_lane, SEGMENT):
@@ -397,12 +396,12 @@ def _scan_chunk(
                             lane_id,
                         )
             for g in range(group):
-                _count_segment(keys[g], m, m_last, counters[g], hits[g], positions[g], step)
+                _count_segment(keys[g], m, m_last, counters[g], hits[g], positions[g])
         for g in range(group):  # the group's rank passes, then its summaries: measured faster than alternated
             i = first + g
             row = (mark_sums[i], mark_hits[i])
-            lists = (hits[g], ranks, precisions)
-            _rank_hits(counters[g], lists, positions[g], at_bits, rank_mark, other[g], relevant[g], scratch, *row)
+            lists = (hits[g], present)
+            _rank_hits(counters[g], lists, positions[g], count_bits, rank_mark, other[g], relevant[g], scratch, *row)
         for g in range(group):
             n_relevant[first + g] = summarise_histogram(other[g], relevant[g], tie[first + g], ball_sums)
 
