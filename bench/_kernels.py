@@ -145,7 +145,7 @@ def summarise_histogram(other, relevant, tie, ball_sums):
     for s in range(relevant.shape[0]):
         r = relevant[s]
         n = other[s] + r
-        if n > 0:
+        if r > 0:  # a bucket without relevant items adds nothing to any of the three
             gap = _harmonic_gap(c_before, n)
             pairs = (r - 1) / (n - 1) if n > 1 else 0.0
             expected += r / n * ((r_before + 1) * gap + pairs * (n - (c_before + 1) * gap))
