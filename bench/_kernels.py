@@ -266,17 +266,17 @@ def _rank_hits(counters, lists, positions, count_bits, rank_mark, other, relevan
     nearer = 0
     nearer_relevant = 0
     for s in range(n_buckets):
-        other[s] = 0
-        relevant[s] = 0
+        other_in = relevant_in = 0  # of the bucket, in the lanes so far: in registers, not in other and relevant
         for lane_id in range(LANES):
             at = s * LANES + lane_id
-            rank_offset[at] = nearer + other[s] - nearer_relevant
-            next_relevant_rank[at] = nearer_relevant + relevant[s] + 1
+            rank_offset[at] = nearer + other_in - nearer_relevant
+            next_relevant_rank[at] = nearer_relevant + relevant_in + 1
             can_reach_mark[at] = nearer + 1 < top
-            other[s] += np.int64(counters[2 * at + 1] & mask)
-            relevant[s] += np.int64(counters[2 * at + 2] & mask)
-        nearer += other[s] + relevant[s]
-        nearer_relevant += relevant[s]
+            other_in += np.int64(counters[2 * at + 1] & mask)
+            relevant_in += np.int64(counters[2 * at + 2] & mask)
+        other[s], relevant[s] = other_in, relevant_in
+        nearer += other_in + relevant_in
+        nearer_relevant += relevant_in
     total = 0.0  # the precisions of all relevant items, summed in a register
     n_total = 0
     n_front = np.uint64(0)  # never past the item read: the front holds only items read before
