@@ -155,14 +155,19 @@ def _check_code_values(a, what: str, packed_bits: int | None) -> None:
         negative |= lo < 0
         zero |= int(xp.count_nonzero(chunk)) < chunk.shape[0] * chunk.shape[1]
     if negative and zero:
-        raise BenchError(f"{what} must hold only -1/+1 or only 0/1; found values {_found_values(a)}")
+        raise _mixed_values(a, what)
+
+
+def _mixed_values(a, what: str) -> BenchError:
+    return BenchError(f"{what} must hold only -1/+1 or only 0/1; found values {_found_values(a)}")
 
 
 def pack_codes(codes, what: str = "codes", *, packed_bits: int | None = None, width: int | None = None):
     """Validate codes ((n, n_bits), numpy or torch; values only -1/+1 or only 0/1, or bool; or already packed,
     ``packed_bits`` given) and return them bit-packed, ``PACKED_LAYOUT``, with their number of bits:
     (uint8 (n, width), n_bits). ``width`` (bytes a row, default ceil(n_bits / 8)) pads with zero bytes. Works
-    _CHUNK_ELEMENTS values at a time (``_row_chunks``): no temporary of the size of the codes."""
+    in one pass for byte codes, else _CHUNK_ELEMENTS values at a time (``_row_chunks``): no temporary of the size
+    of the codes."""
     a, n_bits = _code_shape(codes, what, packed_bits)
     return _valid_packed(a, what, n_bits, packed_bits, width or -(-n_bits // 8)), n_bits
 
@@ -172,15 +177,15 @@ def _valid_packed(a, what: str, n_bits: int, packed_bits: int | None, width: int
     (int8, uint8, bool) in whole bytes a row take one compiled pass that checks and packs, 4x faster than checking,
     then packing; others are checked, then packed, a chunk at a time."""
     host = host_array(a)
-    if packed_bits is None and host.dtype.itemsize == 1 and n_bits % 8 == 0 and host.flags.c_contiguous:
+    words = host.dtype.itemsize == 1 and n_bits % 8 == 0 and host.flags.c_contiguous and host.ctypes.data % 8 == 0
+    if packed_bits is None and words:
         from bench import _kernels
 
-        if host.ctypes.data % 8 == 0:
-            out = np.zeros((host.shape[0], width), np.uint8)
-            negative, zero, wrong = _kernels.pack_byte_codes(host.view(np.uint64), out)
-            if wrong or (negative and (zero or host.dtype != np.int8)):  # 0xFF is -1 only in int8
-                raise BenchError(f"{what} must hold only -1/+1 or only 0/1; found values {_found_values(host)}")
-            return out
+        out = np.zeros((host.shape[0], width), np.uint8)
+        negative, zero, wrong = _kernels.pack_byte_codes(host.view(np.uint64), out)
+        if wrong or (negative and (zero or host.dtype != np.int8)):  # 0xFF is -1 only in int8
+            raise _mixed_values(host, what)
+        return out
     _check_code_values(a, what, packed_bits)
     return _pack_valid(host, n_bits, packed_bits is not None, width)
 
