@@ -39,7 +39,7 @@ SEGMENT = 2048  # items per lane keyed at a time: a group's keys and the segment
 GROUP = 4  # queries scanned together: each segment of the database is read from memory once for all four
 QUERY_CHUNK = 64  # queries per task of a thread: enough tasks to balance two busy cores on 1,000 queries
 SMALL_WORK = 1 << 21  # query-item pairs below which one thread does all (starting threads costs more)
-EXACT_HARMONIC = 128  # below this, harmonic numbers are summed term by term; above, an asymptotic series
+EXACT_HARMONIC = 32  # below, harmonic numbers are summed term by term; above, a series to 1/a^8 (the rest < 1 ulp)
 
 _ONE = np.uint64(1)
 _SEGMENT = np.uint64(SEGMENT)
@@ -120,7 +120,9 @@ def _harmonic_gap(before, n):
     b = stop + 1
     ia, ib = 1.0 / a, 1.0 / b
     a2, b2 = ia * ia, ib * ib
-    series = 0.5 * (ia - ib) + (a2 - b2) / 12.0 - (a2 * a2 - b2 * b2) / 120.0 + (a2 * a2 * a2 - b2 * b2 * b2) / 252.0
+    a4, b4 = a2 * a2, b2 * b2
+    series = 0.5 * (ia - ib) + (a2 - b2) / 12.0 - (a4 - b4) / 120.0
+    series += (a4 * a2 - b4 * b2) / 252.0 - (a4 * a4 - b4 * b4) / 240.0
     return gap + math.log1p((b - a) / a) + series
 
 
@@ -241,11 +243,20 @@ def _count_segment(flat_keys, m, m_last, counters, hits, positions):
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _rank_hits(counters, lists, positions, count_bits, rank_mark, other, relevant, scratch, mark_sums, mark_hits):
+def _precisions(ranks, lo, hi):
+    """The precisions of the k-th relevant items, k = lo+1..hi, ``ranks[k-1]`` their ranks."""
+    total = 0.0
+    for k in range(lo, hi):
+        total += (k + 1) / ranks[k]
+    return total
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _rank_hits(counters, lists, positions, count_bits, short_marks, other, relevant, scratch, mark_sums, mark_hits):
     """Pass 3 for one query: its histogram into ``other``/``relevant`` and, per mark, the precisions of its
     relevant items summed and counted into ``mark_sums``/``mark_hits`` (rows). ``lists``: the lanes' lists of
     relevant items (each lane a quarter of the list: lane l's from l * capacity to positions[l]), and a table of
-    ``rank_mark``'s length + 1 for the ranks inside a mark short of the database.
+    top + 1 bytes, top being one past the largest of ``short_marks``, the marks short of the database (sorted).
 
     One pass over the lists sums every item's precision and writes the ranks of the items of the buckets that can
     reach a mark short of the database (fewer nearer items than the largest such mark) to the front of the list.
@@ -262,7 +273,7 @@ def _rank_hits(counters, lists, positions, count_bits, rank_mark, other, relevan
     # nearer buckets + the non-relevant items of the bucket in earlier lanes - the relevant items in nearer buckets.
     # Relevant ranks count on from next_relevant_rank, after the relevant items in nearer buckets and in earlier
     # lanes. An item's rank is at least its nearer items + 1: below top only if that is.
-    top = rank_mark.shape[0]
+    top = present.shape[0] - 1
     nearer = 0
     nearer_relevant = 0
     for s in range(n_buckets):
@@ -294,25 +305,23 @@ def _rank_hits(counters, lists, positions, count_bits, rank_mark, other, relevan
             hits[n_front] = rank
             n_front += can_reach_mark[at]
     # Every relevant item ranked inside a mark short of the database is in the front, ranked below top. The k-th
-    # of them by rank is the k-th relevant item: its precision is k / rank.
+    # of them by rank is the k-th relevant item: its precision is k / rank. Each mark's present ranks are written
+    # in order over the front (read already), so only relevant ranks are divided, without a branch.
     present[:] = 0
     for h in range(n_front):
         present[min(np.int64(hits[h]), top)] = 1
     mark_sums[:] = 0.0
     mark_hits[:] = 0
     found = 0
-    mark = 0
-    in_mark = 0
-    in_mark_sum = 0.0
-    for r in range(1, top):
-        if rank_mark[r] != mark:  # ranks go up a mark at a time: the branch is predicted
-            mark_sums[mark], mark_hits[mark] = in_mark_sum, in_mark
-            mark, in_mark, in_mark_sum = rank_mark[r], 0, 0.0
-        is_relevant = np.int64(present[r])
-        found += is_relevant
-        in_mark += is_relevant
-        in_mark_sum += (is_relevant * found) / r
-    mark_sums[mark], mark_hits[mark] = in_mark_sum, in_mark
+    first_rank = 1
+    for mark in range(short_marks.shape[0]):
+        before = found
+        for r in range(first_rank, short_marks[mark] + 1):
+            hits[found] = r
+            found += present[r]
+        first_rank = short_marks[mark] + 1
+        mark_hits[mark] = found - before
+        mark_sums[mark] = _precisions(hits, before, found)
     for mark in range(n_marks - 1):
         total -= mark_sums[mark]
         n_total -= mark_hits[mark]
@@ -322,7 +331,7 @@ def _rank_hits(counters, lists, positions, count_bits, rank_mark, other, relevan
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _scan_chunk(
-    lo, hi, q_words, d_words, q_labels, d_labels, multi_label, fullest_lanes, buckets, keys, counter, rank_mark, out
+    lo, hi, q_words, d_words, q_labels, d_labels, multi_label, fullest_lanes, buckets, keys, counter, short_marks, out
 ):
     """Queries lo..hi-1, GROUP at a time: each segment of the database is read from memory once for the group.
     ``out``: per query, for each sorted cutoff ("mark"), the sum of the precisions of the relevant items ranked
@@ -332,7 +341,7 @@ def _scan_chunk(
     LANES * SEGMENT) scratch of the narrowest dtype holding the keys; ``counter``: an empty array of the counters'
     dtype, uint32 where (bucket, lane) and a lane's count fit in it (the list of relevant items, copies of counters,
     then takes half the memory and cache), else uint64;
-    ``rank_mark[rank]``: the first mark containing a rank below the largest mark short of the database."""
+    ``short_marks``: the sorted marks short of the database, the first of the marks."""
     mark_sums, mark_hits, tie, n_relevant, ball_sums = out
     n_d = d_words.shape[0]
     n_buckets = ball_sums.shape[1]
@@ -351,8 +360,9 @@ def _scan_chunk(
     capacity = most + 1
     hits = np.empty((GROUP, capacity * LANES), counter.dtype)
     positions = np.empty((GROUP, LANES), np.uint64)
-    # The ranks inside a mark short of the database are below rank_mark's length; one slot more for all the others.
-    present = np.empty(rank_mark.shape[0] + 1, np.uint8)
+    # The ranks inside a mark short of the database are below top; one slot more for all the others.
+    top = short_marks[-1] + 1 if short_marks.shape[0] else 1
+    present = np.empty(top + 1, np.uint8)
     other = np.empty((GROUP, n_buckets), np.int64)
     relevant = np.empty((GROUP, n_buckets), np.int64)
     by_lane = n_buckets * LANES
@@ -402,7 +412,7 @@ def _scan_chunk(
             i = first + g
             row = (mark_sums[i], mark_hits[i])
             lists = (hits[g], present)
-            _rank_hits(counters[g], lists, positions[g], count_bits, rank_mark, other[g], relevant[g], scratch, *row)
+            _rank_hits(counters[g], lists, positions[g], count_bits, short_marks, other[g], relevant[g], scratch, *row)
         for g in range(group):
             n_relevant[first + g] = summarise_histogram(other[g], relevant[g], tie[first + g], ball_sums)
 
@@ -519,9 +529,7 @@ def scan(
     n_buckets = n_bits + 1 if buckets is None else int(buckets.max()) + 1
     table = np.zeros((1, 1), np.int64) if buckets is None else np.ascontiguousarray(buckets, np.int64)
     result = Scan(n_q, n_buckets, cutoffs, pn_grid, n_d)
-    finite = result.marks[result.marks < n_d]
-    top = int(finite[-1]) + 1 if finite.size else 1
-    rank_mark = np.searchsorted(result.marks, np.arange(top)).astype(np.int64)
+    short_marks = np.ascontiguousarray(result.marks[result.marks < n_d])
     starts = range(0, n_q, QUERY_CHUNK)
     n_places = n_buckets * LANES  # (bucket, lane) pairs
     key_dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if 2 * n_places <= 1 << (8 * np.dtype(t).itemsize))
@@ -553,7 +561,7 @@ def scan(
         keys = np.empty((GROUP, LANES * SEGMENT), key_dtype)
         counter = np.empty(0, counter_dtype)
         labels = (q_labels, d_labels, multi_label, fullest_lanes)
-        _scan_chunk(lo, hi, q_words, d_words, *labels, table, keys, counter, rank_mark, out)
+        _scan_chunk(lo, hi, q_words, d_words, *labels, table, keys, counter, short_marks, out)
 
     run_chunks(run, len(starts), workers)
     result.ball_sums = ball_sums.sum(0)  # in chunk order, whatever thread ran which

@@ -348,7 +348,9 @@ def test_k_and_n_above_the_database_and_a_database_smaller_than_the_lanes():
 def test_harmonic_gaps_are_exact_to_rounding():
     from fractions import Fraction
 
-    for before, n in [(0, 1), (0, 200), (5, 300), (126, 3), (127, 1), (1000, 1), (10**6, 5000), (3 * 10**6, 7)]:
+    # Around EXACT_HARMONIC (32) the series is shortest: a term too few would be off by 1e-13 at (31, 1).
+    cases = [(0, 1), (0, 200), (5, 300), (30, 1), (31, 1), (31, 2), (32, 5), (40, 1), (126, 3), (1000, 1)]
+    for before, n in [*cases, (10**6, 5000), (3 * 10**6, 7)]:
         exact = float(sum(Fraction(1, i) for i in range(before + 1, before + n + 1)))
         assert _kernels._harmonic_gap(before, n) == pytest.approx(exact, rel=1e-15, abs=0)
 
