@@ -244,7 +244,7 @@ def _count_segment(flat_keys, m, m_last, counters, hits, positions):
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _precisions(ranks, lo, hi):
-    """The precisions of the k-th relevant items, k = lo+1..hi, ``ranks[k-1]`` their ranks."""
+    """The sum of k / ranks[k - 1] over k = lo+1..hi: the precisions of the k-th relevant items by rank."""
     total = 0.0
     for k in range(lo, hi):
         total += (k + 1) / ranks[k]
