@@ -32,6 +32,7 @@ TIE_POLICY = "index"
 DEFAULT_TOPK = (1000,)
 DEFAULT_RADIUS = 2
 DISTANCES = ("hamming", "spherical")
+CUDA_SCANS = ("sort", "count")  # how CUDA ranks: a stable sort of each row (torch), or counting (Triton)
 REAL_DISTANCE = "inner_product"  # a method that ranks real-valued outputs, not codes (evaluate_real)
 DEFAULT_PN = tuple(range(100, 1001, 100))  # the P@N grid of the papers' figures ("number of top returned images")
 
@@ -328,6 +329,7 @@ def evaluate(
     chunk_size: int | None = None,
     distance: str = "hamming",
     packed_bits: int | None = None,
+    cuda_scan: str = "sort",
 ) -> dict:
     """Score query codes against database codes. Returns a dict of scalar metrics plus ``curves``.
 
@@ -340,10 +342,16 @@ def evaluate(
     Codes and labels are numpy arrays, torch tensors or lists; codes in {-1,+1}, {0,1} or bool, or bit-packed
     (``PACKED_LAYOUT``) with ``packed_bits`` giving their number of bits. ``device``: default the database codes'
     (cpu for arrays). On the CPU a compiled counting kernel scans the queries on NUMBA_NUM_THREADS threads
-    (default: every core); on CUDA torch scans ``chunk_size`` queries at a time (default ~128M distances a chunk).
+    (default: every core); on CUDA torch scans ``chunk_size`` queries at a time (default ~128M distances a chunk)
+    with a stable sort of each row (``cuda_scan="sort"``), or, for Hamming distances, two Triton kernels count
+    them without a sort (``cuda_scan="count"``, ``bench._cuda_scan``).
     """
     if distance not in DISTANCES:
         raise unknown("distance", distance, DISTANCES)
+    if cuda_scan not in CUDA_SCANS:
+        raise unknown("CUDA scan", cuda_scan, CUDA_SCANS)
+    if cuda_scan == "count" and distance != "hamming":
+        raise BenchError(f"the CUDA scan 'count' ranks by Hamming distance only; got distance {distance!r}")
     q, n_bits = _code_shape(query_codes, "query codes", packed_bits)
     d, d_bits = _code_shape(db_codes, "database codes", packed_bits)
     if n_bits != d_bits:
@@ -369,16 +377,14 @@ def evaluate(
     else:
         _check_code_values(q, "query codes", packed_bits)
         _check_code_values(d, "database codes", packed_bits)
-        scan = _scan_torch(
-            _pm1_tensor(q, n_bits, packed_bits, device),
-            _pm1_tensor(d, n_bits, packed_bits, device),
-            _label_tensor(ql, device),
-            _label_tensor(dl, device),
-            cutoffs,
-            pn_grid,
-            chunk_size or max(1, (1 << 27) // n_d),
-            buckets,
-        )
+        codes = (_pm1_tensor(q, n_bits, packed_bits, device), _pm1_tensor(d, n_bits, packed_bits, device))
+        labels = (_label_tensor(ql, device), _label_tensor(dl, device))
+        if cuda_scan == "count":
+            from bench import _cuda_scan
+
+            scan = _cuda_scan.scan(*codes, *labels, cutoffs, pn_grid)
+        else:
+            scan = _scan_torch(*codes, *labels, cutoffs, pn_grid, chunk_size or max(1, (1 << 27) // n_d), buckets)
     return _summarise(scan, topk, radius, n_d, n_bits, hamming=buckets is None)
 
 

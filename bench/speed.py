@@ -11,7 +11,8 @@
 - faiss's exact binary kNN (``IndexBinaryFlat``, top 1,000) when faiss is installed (``pip install
   hashbench[faiss]``): a search, not an evaluation, so it computes far less.
 It also reports the peak memory the evaluation adds to the process (its resident set size) against the size of
-the packed codes plus the labels. On CUDA it times ours and checks it against the CPU on the first queries.
+the packed codes plus the labels. On CUDA it times both CUDA scans (``metrics.CUDA_SCANS``) and checks each against
+the CPU on the first queries.
 
 The codes are synthetic but shaped like real ones (class prototypes with 30% of the bits flipped), so the
 Hamming ranking has the heavy ties of real codes; multi-label items carry a popular first label and others at
@@ -33,7 +34,7 @@ import torch
 from bench import _kernels
 from bench.errors import BenchError, unknown
 from bench.method import seeded
-from bench.metrics import code_words, evaluate, label_words, pack_codes, relevance
+from bench.metrics import CUDA_SCANS, code_words, evaluate, label_words, pack_codes, relevance
 from bench.reference import reference_evaluate
 
 
@@ -295,27 +296,26 @@ def _benchmark_cuda(q, d, y_q, y_d, topk, device, repeats, check_queries) -> dic
     """Ours on CUDA (inputs already on the device), and the largest difference of any metric from the CPU's on the
     first ``check_queries`` queries."""
     on_device = [torch.from_numpy(a).to(device) for a in (q, d, y_q, y_d)]
-
-    def ours():
-        out = evaluate(*on_device, topk=topk, device=device)
-        torch.cuda.synchronize(device)
-        return out
-
     q_dev, d_dev, y_q_dev, y_d_dev = on_device
-    evaluate(q_dev[:4], d_dev, y_q_dev[:4], y_d_dev, topk=topk, device=device)  # starts CUDA
-    torch.cuda.reset_peak_memory_stats(device)
-    best = _times(repeats, {"ours": ours})[0]["ours"]
     n = min(check_queries, q.shape[0])
     cpu = evaluate(q[:n], d, y_q[:n], y_d, topk=topk)
-    gpu = evaluate(q_dev[:n], d_dev, y_q_dev[:n], y_d_dev, topk=topk, device=device)
     scalar = [k for k, v in cpu.items() if isinstance(v, float)]
-    return {
-        "gpu": torch.cuda.get_device_name(device),
-        "ours_s": round(best, 4),
-        "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2),
-        "cpu_check_queries": n,
-        "max_abs_diff_vs_cpu": max(abs(cpu[k] - gpu[k]) for k in scalar),
-    }
+    report = {"gpu": torch.cuda.get_device_name(device), "cpu_check_queries": n}
+    for scan in CUDA_SCANS:  # "sort" is reported as ours_s, the others as ours_<scan>_s
+
+        def ours(scan=scan):
+            out = evaluate(*on_device, topk=topk, device=device, cuda_scan=scan)
+            torch.cuda.synchronize(device)
+            return out
+
+        name = "" if scan == "sort" else f"_{scan}"
+        gpu = evaluate(q_dev[:n], d_dev, y_q_dev[:n], y_d_dev, topk=topk, device=device, cuda_scan=scan)  # compiles
+        torch.cuda.reset_peak_memory_stats(device)
+        best = _times(repeats, {"ours": ours})[0]["ours"]
+        report[f"ours{name}_s"] = round(best, 4)
+        report[f"peak_gpu_memory{name}_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        report[f"max_abs_diff{name}_vs_cpu"] = max(abs(cpu[k] - gpu[k]) for k in scalar)
+    return report
 
 
 def table(reports: list[dict]) -> str:
@@ -337,6 +337,8 @@ def table(reports: list[dict]) -> str:
         ("peak MB above inputs", lambda r: r.get("peak_memory_above_inputs_mb")),
         ("packed+labels MB", lambda r: r.get("packed_codes_plus_labels_mb")),
     ]
+    if any("ours_count_s" in r for r in reports):  # CUDA: the counting scan beside the sort
+        columns.insert(4, ("ours count s", lambda r: r.get("ours_count_s")))
     rows = [["-" if (v := get(r)) is None else v for _, get in columns] for r in reports]
     return tabulate(rows, headers=[name for name, _ in columns], disable_numparse=True)
 

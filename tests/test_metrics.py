@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 
 from bench import _kernels
 from bench.errors import BenchError
-from bench.metrics import _scan_torch, code_words, evaluate, label_words, pack_codes, spherical_buckets, unpack_codes
+from bench.metrics import (
+    CUDA_SCANS,
+    _scan_torch,
+    code_words,
+    evaluate,
+    label_words,
+    pack_codes,
+    spherical_buckets,
+    unpack_codes,
+)
 from bench.reference import brute_force_tie_ap, reference_evaluate, reference_pr_radius
 
 CASES = [(bits, multi, patterns) for bits in (8, 16, 32, 64) for multi in (False, True) for patterns in (2, 6)]
@@ -135,12 +144,13 @@ def test_cuda_equals_cpu():
     for multi in (False, True):
         q, d, ql, dl = random_case(rng, 64, 3000, 64, multi_label=multi)
         cpu = evaluate(q, d, ql, dl, topk=(100,))
-        gpu = evaluate(q, d, ql, dl, topk=(100,), device="cuda", chunk_size=7)
-        for key in ("map", "map@100", "map_tie_aware", "map_tie_best", "map_tie_worst", "p@h<=2"):
-            assert gpu[key] == pytest.approx(cpu[key], abs=1e-12)
-        for curve in ("pr_radius", "p@n"):
-            for key in ("precision", "recall"):
-                assert np.allclose(gpu["curves"][curve][key], cpu["curves"][curve][key], atol=1e-12)
+        for scan in CUDA_SCANS:
+            gpu = evaluate(q, d, ql, dl, topk=(100,), device="cuda", chunk_size=7, cuda_scan=scan)
+            for key in ("map", "map@100", "map_tie_aware", "map_tie_best", "map_tie_worst", "p@h<=2"):
+                assert gpu[key] == pytest.approx(cpu[key], abs=1e-12), (scan, key)
+            for curve in ("pr_radius", "p@n"):
+                for key in ("precision", "recall"):
+                    assert np.allclose(gpu["curves"][curve][key], cpu["curves"][curve][key], atol=1e-12), scan
 
 
 def test_perfect_codes_score_one():
