@@ -26,7 +26,8 @@ import triton.language as tl
 
 from bench import _kernels
 
-BLOCK = 64  # items compared with each other at once: BLOCK x BLOCK comparisons in registers
+BLOCK = 32  # items compared with each other at once: BLOCK x BLOCK comparisons in registers
+WARPS = 1  # a block of 32 items is one warp's: more warps would compute copies (4 warps: 3.7x the instructions)
 SLICE = 8192  # items of one program: the grid has a program for each (query, slice)
 CHUNK_COUNTS = 1 << 27  # (query, slice, bucket) counts a launch: bounds the prefix sums' memory (about 2 GB)
 
@@ -98,7 +99,10 @@ def _rank_slices(
     before_all = tl.load(base)  # grows by each block's histogram: the items before the block
     before_relevant = tl.load(base + NB)
     mark_ids = tl.arange(0, NM)
-    marks = tl.load(marks_ptr + mark_ids, mask=mark_ids < n_marks, other=n_d + 1)
+    short = mark_ids < n_marks - 1  # the marks short of the database; the last, n_d, holds every item
+    marks = tl.load(marks_ptr + mark_ids, mask=short, other=n_d + 1)
+    top = tl.max(tl.where(short, marks, 0))
+    last = mark_ids == n_marks - 1
     earlier = offsets[None, :] < offsets[:, None]  # [i, j]: j comes before i in the block
     sums = tl.zeros((NM,), tl.float64)
     hits = tl.zeros((NM,), tl.int32)
@@ -114,10 +118,15 @@ def _rank_slices(
         relevant_tied = tied_before & relevant[None, :]
         relevant_rank = tl.gather(before_relevant, dist, 0) + tl.sum(relevant_tied.to(tl.int32), 1) + 1
         precision = tl.where(relevant, relevant_rank.to(tl.float64) / rank.to(tl.float64), 0.0)
-        mark = tl.sum((rank[:, None] > marks[None, :]).to(tl.int32), 1)  # the first mark holding the rank
-        in_mark = (mark[:, None] == mark_ids[None, :]) & relevant[:, None]
-        sums += tl.sum(tl.where(in_mark, precision[:, None], 0.0), 0)
-        hits += tl.sum(in_mark.to(tl.int32), 0)
+        sums += tl.where(last, tl.sum(precision), 0.0)
+        hits += tl.where(last, tl.sum(relevant.to(tl.int32)), 0)
+        if tl.min(tl.where(relevant, rank, n_d + 1)) <= top:  # rare past the first blocks: skipped as a whole
+            mark = tl.sum((rank[:, None] > marks[None, :]).to(tl.int32), 1)  # the first mark holding the rank
+            in_mark = (mark[:, None] == mark_ids[None, :]) & relevant[:, None] & short[None, :]
+            mark_sums = tl.sum(tl.where(in_mark, precision[:, None], 0.0), 0)
+            mark_hits = tl.sum(in_mark.to(tl.int32), 0)
+            sums += mark_sums - tl.where(last, tl.sum(mark_sums), 0.0)  # moved from the last mark to theirs
+            hits += mark_hits - tl.where(last, tl.sum(mark_hits), 0)
         before_all += tl.histogram(dist, NB)
         before_relevant += tl.histogram(tl.where(relevant, dist, NB - 1), NB)
     out = (row.to(tl.int64) * n_slices + part) * NM + mark_ids
@@ -155,7 +164,7 @@ def scan(q, d, ql, dl, cutoffs, pn_grid, slice_len=SLICE, block=BLOCK) -> _kerne
         rows = min(chunk, n_q - first)
         grid = (n_slices, rows)
         hist = torch.empty(rows, n_slices, 2, nb, dtype=torch.int32, device=d.device)
-        _count_slices[grid](q_words, d_words, ql, dl, hist, first, n_d, n_slices, **shape, NB=nb)
+        _count_slices[grid](q_words, d_words, ql, dl, hist, first, n_d, n_slices, **shape, NB=nb, num_warps=WARPS)
         totals = hist.sum(1, dtype=torch.int64)  # (rows, 2, nb)
         totals[:, :, -1] = 0
         nearer = torch.cumsum(totals, 2) - totals
@@ -164,7 +173,7 @@ def scan(q, d, ql, dl, cutoffs, pn_grid, slice_len=SLICE, block=BLOCK) -> _kerne
         sums = torch.empty(rows, n_slices, nm, dtype=torch.float64, device=d.device)
         hits = torch.empty(rows, n_slices, nm, dtype=torch.int32, device=d.device)
         outputs = (base, marks, sums, hits, first, n_d, n_slices, marks.numel())
-        _rank_slices[grid](q_words, d_words, ql, dl, *outputs, **shape, NB=nb, NM=nm)
+        _rank_slices[grid](q_words, d_words, ql, dl, *outputs, **shape, NB=nb, NM=nm, num_warps=WARPS)
         at = slice(first, first + rows)
         result.mark_sums[at] = sums.sum(1)[:, : marks.numel()].cpu().numpy()
         result.mark_hits[at] = hits.sum(1, dtype=torch.int64)[:, : marks.numel()].cpu().numpy()

@@ -14,7 +14,8 @@ from bench.metrics import evaluate
 pytest.importorskip("triton")
 
 # Heavy ties (few prototypes), codes of two words (70 bits), a database of several slices with a partial last block,
-# class ids and multi-hot labels of two words (70 labels); cutoffs short of the database and the whole of it.
+# class ids and multi-hot labels of two words (70 labels); cutoffs short of the database (blocks past them skip the
+# marks) and the whole of it.
 CHECK = """
 import json, sys
 import numpy as np, torch
@@ -24,10 +25,9 @@ from bench import _cuda_scan, _kernels, metrics
 
 rng = np.random.default_rng(3)
 out = []
-for n_bits, multi, n_classes in [(70, False, 4), (16, True, 70)]:
+for n_bits, multi, n_classes, cutoffs, pn in [(70, False, 4, [150, 40], [10, 100]), (16, True, 70, [150, 12], [5])]:
     q, d, ql, dl = random_case(rng, 3, 150, n_bits, n_classes=n_classes, multi_label=multi)
     q, d = q.astype(np.int8), d.astype(np.int8)
-    cutoffs, pn = [150, 40], [10, 100]
     words = [metrics.code_words(c, n_bits) for c in (q, d)]
     labels = metrics.label_words(metrics.check_labels(ql, 3, "q"), metrics.check_labels(dl, 150, "d"))
     cpu = _kernels.scan(*words, n_bits, *labels, multi, cutoffs, pn, None)
@@ -62,3 +62,29 @@ def test_counting_scan_is_named_and_hamming_only():
         evaluate(codes, codes, labels, labels, cuda_scan="counts")
     with pytest.raises(BenchError, match="Hamming distance only"):
         evaluate(codes, codes, labels, labels, distance="spherical", cuda_scan="count")
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_kernels_compile_for_an_h200(multi):
+    """What the interpreter lets through, the compiler may not: both kernels compiled to a Hopper (sm_90) binary,
+    with the argument types of ``_cuda_scan.scan``'s launches, on a machine without a GPU."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from bench import _cuda_scan
+
+    codes = {"q_ptr": "*i64", "d_ptr": "*i64", "ql_ptr": "*i64", "dl_ptr": "*i64"}
+    shape = {"n_words": 1, "n_label_words": 2 if multi else 1, "multi": multi, "SLICE_": _cuda_scan.SLICE}
+    shape |= {"BLOCK_": _cuda_scan.BLOCK, "NB": 128}
+    sizes = {"first_query": "i32", "n_d": "i32", "n_slices": "i32"}
+    count = {**codes, "hist_ptr": "*i32", **sizes, **dict.fromkeys(shape, "constexpr")}
+    outputs = {"base_ptr": "*i32", "marks_ptr": "*i64", "sums_ptr": "*fp64", "hits_ptr": "*i32"}
+    rank = {**codes, **outputs, **sizes, "n_marks": "i32", **dict.fromkeys([*shape, "NM"], "constexpr")}
+    target, options = GPUTarget("cuda", 90, 32), {"num_warps": _cuda_scan.WARPS}
+    for kernel, signature, constants in [
+        (_cuda_scan._count_slices, count, shape),
+        (_cuda_scan._rank_slices, rank, {**shape, "NM": 16}),
+    ]:
+        compiled = triton.compile(ASTSource(kernel, signature, constants), target=target, options=options)
+        assert compiled.asm["cubin"], kernel.__name__
