@@ -33,7 +33,7 @@ for n_bits, multi, n_classes, cutoffs, pn in [(70, False, 4, [150, 40], [10, 100
     cpu = _kernels.scan(*words, n_bits, *labels, multi, cutoffs, pn, None)
     codes = (torch.from_numpy(q), torch.from_numpy(d))
     label_tensors = (metrics._label_tensor(ql, "cpu"), metrics._label_tensor(dl, "cpu"))
-    cuda = _cuda_scan.scan(*codes, *label_tensors, cutoffs, pn, slice_len=64, block=16)
+    cuda = _cuda_scan.scan(*codes, *label_tensors, cutoffs, pn, slice_len=64)
     out.append({
         "hits_equal": bool(np.array_equal(cpu.mark_hits, cuda.mark_hits)),
         "sums_diff": float(np.abs(cpu.mark_sums - cuda.mark_sums).max()),
