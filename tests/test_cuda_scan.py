@@ -88,3 +88,32 @@ def test_kernels_compile_for_an_h200(multi):
     ]:
         compiled = triton.compile(ASTSource(kernel, signature, constants), target=target, options=options)
         assert compiled.asm["cubin"], kernel.__name__
+
+
+def test_a_failing_cuda_scan_leaves_the_other_scans_numbers(monkeypatch):
+    """`bench bench-eval --device cuda` times each CUDA scan; one that breaks is reported, the others still run.
+    The CPU stands in for the GPU here."""
+    import dataclasses
+
+    import torch
+
+    from bench import speed
+
+    for name in ("synchronize", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a stand-in")
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 0)
+    cpu_evaluate = speed.evaluate
+
+    def evaluate(*args, device=None, cuda_scan="sort", **kwargs):
+        if cuda_scan == "count":
+            raise RuntimeError("no such instruction")
+        return cpu_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(speed, "evaluate", evaluate)
+    shape = speed.parse_shape("20x300x16")
+    report = speed._benchmark_cuda(*speed.synthetic_codes(shape), (100,), "cpu", 1, 10)
+    assert report["ours_s"] > 0 and report["max_abs_diff_vs_cpu"] == 0.0
+    assert report["ours_count_error"] == "RuntimeError: no such instruction" and "ours_count_s" not in report
+    rendered = speed.table([{"shape": dataclasses.asdict(shape), "device": "cuda", **report}])
+    assert "ours count s" not in rendered and str(report["ours_s"]) in rendered
