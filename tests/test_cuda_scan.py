@@ -34,12 +34,16 @@ for n_bits, multi, n_classes, cutoffs, pn in [(70, False, 4, [150, 40], [10, 100
     codes = (torch.from_numpy(q), torch.from_numpy(d))
     label_tensors = (metrics._label_tensor(ql, "cpu"), metrics._label_tensor(dl, "cpu"))
     cuda = _cuda_scan.scan(*codes, *label_tensors, cutoffs, pn, slice_len=64)
+    on_cpu = metrics.evaluate(q, d, ql, dl, topk=cutoffs[1:], pn=pn)
+    on_device = metrics.evaluate(q, d, ql, dl, topk=cutoffs[1:], pn=pn, device="cpu:0", cuda_scan="count")
     out.append({
         "hits_equal": bool(np.array_equal(cpu.mark_hits, cuda.mark_hits)),
         "sums_diff": float(np.abs(cpu.mark_sums - cuda.mark_sums).max()),
         "histogram_equal": bool(np.array_equal(cpu.n_relevant, cuda.n_relevant) and np.array_equal(cpu.tie, cuda.tie)),
         "ball_diff": float(np.abs(cpu.ball_sums - cuda.ball_sums).max()),
         "hits": int(cpu.mark_hits.sum()),
+        # evaluate's own CUDA branch, on torch's CPU ("cpu:0" is not "cpu", so it takes the device path)
+        "evaluate_diff": max(abs(v - on_cpu[k]) for k, v in on_device.items() if isinstance(v, float)),
     })
 print(json.dumps(out))
 """
@@ -53,7 +57,7 @@ def test_counting_scan_equals_the_cpu_kernel():
     for case in json.loads(done.stdout.strip().splitlines()[-1]):
         assert case["hits"] > 0
         assert case["hits_equal"] and case["histogram_equal"], case
-        assert case["sums_diff"] < 1e-12 and case["ball_diff"] == 0.0, case
+        assert case["sums_diff"] < 1e-12 and case["ball_diff"] == 0.0 and case["evaluate_diff"] < 1e-12, case
 
 
 def test_counting_scan_is_named_and_hamming_only():
