@@ -149,7 +149,7 @@ def _rank_slices(
         precision = tl.where(relevant, relevant_rank.to(tl.float64) / rank.to(tl.float64), 0.0)
         sums += tl.where(last, tl.sum(precision), 0.0)
         hits += tl.where(last, tl.sum(relevant.to(tl.int32)), 0)
-        if tl.min(tl.where(relevant, rank, n_d + 1)) <= top:  # rare past the first blocks: skipped as a whole
+        if tl.min(tl.where(relevant, rank, n_d + 1)) <= top:  # few blocks hold a rank inside a mark short of n_d
             mark = tl.sum((rank[:, None] > marks[None, :]).to(tl.int32), 1)  # the first mark holding the rank
             in_mark = (mark[:, None] == mark_ids[None, :]) & relevant[:, None] & short[None, :]
             mark_sums = tl.sum(tl.where(in_mark, precision[:, None], 0.0), 0)
