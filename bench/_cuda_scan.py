@@ -35,10 +35,13 @@ CHUNK_COUNTS = 1 << 27  # (query, slice, bucket) counts a launch: bounds the pre
 
 @triton.jit
 def _distances_and_relevance(
-    q_ptr, d_ptr, ql_ptr, dl_ptr, query, items, valid,
-    n_words: tl.constexpr, n_label_words: tl.constexpr, multi: tl.constexpr,
+    q_ptr, d_ptr, ql_ptr, dl_ptr, query, start, offsets, n_d,
+    n_words: tl.constexpr, n_label_words: tl.constexpr, multi: tl.constexpr, NB: tl.constexpr,
 ):  # fmt: skip
-    """The block's Hamming distances (popcount of XOR, SWAR: no intrinsic needed) and relevance."""
+    """The Hamming distances (popcount of XOR, SWAR: no intrinsic needed) and relevance of the block of items from
+    ``start``; items past the database are in bucket NB - 1 and not relevant."""
+    items = start + offsets
+    valid = items < n_d
     dist = tl.zeros_like(items)
     items = items.to(tl.int64)  # an item's first word: past int32 for large databases
     for w in tl.static_range(n_words):
@@ -55,7 +58,13 @@ def _distances_and_relevance(
         relevant = shared != 0
     else:
         relevant = tl.load(dl_ptr + items, mask=valid, other=-1) == tl.load(ql_ptr + query)
-    return dist, relevant & valid
+    return tl.where(valid, dist, NB - 1), relevant & valid
+
+
+@triton.jit
+def _bucket_counts(dist, relevant, NB: tl.constexpr):
+    """The block's items and relevant items by bucket (the others counted in bin NB - 1)."""
+    return tl.histogram(dist, NB), tl.histogram(tl.where(relevant, dist, NB - 1), NB)
 
 
 @triton.jit
@@ -98,13 +107,12 @@ def _count_slices(
     all_items = tl.zeros((NB,), tl.int32)
     relevant_items = tl.zeros((NB,), tl.int32)
     for start in range(part * SLICE_, tl.minimum(part * SLICE_ + SLICE_, n_d), BLOCK_):
-        items = start + offsets
-        valid = items < n_d
         dist, relevant = _distances_and_relevance(
-            q_ptr, d_ptr, ql_ptr, dl_ptr, query, items, valid, n_words, n_label_words, multi
+            q_ptr, d_ptr, ql_ptr, dl_ptr, query, start, offsets, n_d, n_words, n_label_words, multi, NB
         )
-        all_items += tl.histogram(tl.where(valid, dist, NB - 1), NB)
-        relevant_items += tl.histogram(tl.where(relevant, dist, NB - 1), NB)
+        block_all, block_relevant = _bucket_counts(dist, relevant, NB)
+        all_items += block_all
+        relevant_items += block_relevant
     out = hist_ptr + (row.to(tl.int64) * n_slices + part) * 2 * NB + tl.arange(0, NB)
     tl.store(out, all_items)
     tl.store(out + NB, relevant_items)
@@ -136,12 +144,9 @@ def _rank_slices(
     sums = tl.zeros((NM,), tl.float64)
     hits = tl.zeros((NM,), tl.int32)
     for start in range(part * SLICE_, tl.minimum(part * SLICE_ + SLICE_, n_d), BLOCK_):
-        items = start + offsets
-        valid = items < n_d
         dist, relevant = _distances_and_relevance(
-            q_ptr, d_ptr, ql_ptr, dl_ptr, query, items, valid, n_words, n_label_words, multi
+            q_ptr, d_ptr, ql_ptr, dl_ptr, query, start, offsets, n_d, n_words, n_label_words, multi, NB
         )
-        dist = tl.where(valid, dist, NB - 1)
         tied_before = _same_bucket(dist, offsets, NB) & lanes_before
         relevant_mask = tl.reduce(relevant.to(tl.uint32) << offsets.to(tl.uint32), 0, _either)
         rank = tl.gather(before_all, dist, 0) + _popcount32(tied_before) + 1
@@ -156,8 +161,9 @@ def _rank_slices(
             mark_hits = tl.sum(in_mark.to(tl.int32), 0)
             sums += mark_sums - tl.where(last, tl.sum(mark_sums), 0.0)  # moved from the last mark to theirs
             hits += mark_hits - tl.where(last, tl.sum(mark_hits), 0)
-        before_all += tl.histogram(dist, NB)
-        before_relevant += tl.histogram(tl.where(relevant, dist, NB - 1), NB)
+        block_all, block_relevant = _bucket_counts(dist, relevant, NB)
+        before_all += block_all
+        before_relevant += block_relevant
     out = (row.to(tl.int64) * n_slices + part) * NM + mark_ids
     tl.store(sums_ptr + out, sums)
     tl.store(hits_ptr + out, hits)
