@@ -6,7 +6,7 @@ scanned side by side, each with counters of its own: consecutive updates of one 
    the bucket being the Hamming distance (XOR + popcount of bit-packed codes) or the rank of the spherical
    distance popcount(xor) / popcount(and). The buckets are written first, then turned into keys in a second loop:
    the popcount works on 64-bit lanes and the keys on 16-bit ones, 4 and 16 items a vector, where one fused loop
-   took 4 items a vector for both (1.3x slower);
+   took 4 items a vector for both (its key pass 31 ms against 17 at the CIFAR-10 shape);
 2. one scalar pass over the keys. Each counter counts items in its low bits and holds ``bucket * LANES + lane``
    above them, so the value read for an item's *other* key (``key ^ 1``: the non-relevant items of its bucket in
    its lane) says both where it belongs and how many non-relevant items of that bucket precede it in its lane.
