@@ -39,6 +39,7 @@ from numba.extending import intrinsic
 
 LANES = 4
 SEGMENT = 2048  # items per lane keyed at a time: a group's keys and the segment's codes stay in the L2 cache
+PLANE = 512  # items of codes of several words copied into word planes at a time (4 KiB a word)
 GROUP = 4  # queries scanned together: each segment of the database is read from memory once for all four
 QUERY_CHUNK = 64  # queries per task of a thread: enough tasks to balance two busy cores on 1,000 queries
 SMALL_WORK = 1 << 21  # query-item pairs below which one thread does all (starting threads costs more)
@@ -359,14 +360,12 @@ def _scan_chunk(
     while (1 << count_bits) <= last_lane:
         count_bits += 1
     # Hamming distances with one label word (the common case) are keyed here, on flat arrays: no call, no view per
-    # segment. Codes of several words are first copied, a segment at a time, into a plane per word (word w of each
-    # item, lane by lane), so that each word's popcount loop reads contiguous words and is vectorised: 110 against
-    # 128 ms at 1,000 x 54,000 x 128 bits, 179 against 222 at 256, the copy included. One-word codes are their own
-    # plane.
+    # segment. Codes of several words are first copied, PLANE items at a time, into a plane per word (word w of
+    # each item), so that each word's popcount loop reads contiguous words and is vectorised: 110 against 128 ms
+    # at 1,000 x 54,000 x 128 bits, 178 against 222 at 256, the copy included. One-word codes are their own plane.
     inline = d_labels.shape[1] == 1 and buckets.shape[0] == 1
     n_words = d_words.shape[1]
-    plane = min(SEGMENT, last_lane)  # items of a lane in a plane: no more than the database's codes in all
-    planes = np.empty(n_words * LANES * plane if inline and n_words > 1 else 0, d_words.dtype)
+    planes = np.empty(n_words * PLANE if inline and n_words > 1 else 0, d_words.dtype)
     flat_codes, flat_labels, flat_keys = d_words.reshape(-1), d_labels.reshape(-1), keys.reshape(-1)
     counters = np.empty((GROUP, n_counters + 1), counter.dtype)
     # The lists of relevant items sized once, exactly (growing one would copy it): a slot for each relevant item
@@ -392,27 +391,29 @@ def _scan_chunk(
         for a in range(0, last_lane, SEGMENT):
             m = max(0, min(SEGMENT, lane - a))
             m_last = min(SEGMENT, last_lane - a)
-            if planes.shape[0]:
-                for lane_id in range(LANES):
-                    start = np.uint64((lane_id * lane + a) * n_words)
-                    for w in range(n_words):
-                        to = np.uint64((w * LANES + lane_id) * plane)
-                        for t in range(m_last if lane_id == LANES - 1 else m):
-                            u = np.uint64(t)
-                            planes[to + u] = flat_codes[start + u * np.uint64(n_words) + np.uint64(w)]
             for lane_id in range(LANES):
                 start = lane_id * lane + a
                 stop = start + (m_last if lane_id == LANES - 1 else m)
+                if planes.shape[0]:  # codes of several words: their distances, PLANE items at a time
+                    for b in range(start, stop, PLANE):
+                        n = min(PLANE, stop - b)
+                        for w in range(n_words):
+                            to, at = np.uint64(w * PLANE), np.uint64(b * n_words + w)
+                            for t in range(n):
+                                u = np.uint64(t)
+                                planes[to + u] = flat_codes[at + u * np.uint64(n_words)]
+                        for g in range(group):
+                            to = np.uint64(g * LANES * SEGMENT + lane_id * SEGMENT + b - start)
+                            for w in range(n_words):
+                                x = q_words[first + g, w]
+                                _add_distances(flat_keys, to, planes, np.uint64(w * PLANE), n, x, w == 0)
                 for g in range(group):  # the segment is read from memory for the first query, from cache after
                     i = first + g
-                    if inline:  # the distances, then the keys (see step 1 above)
+                    if inline:  # the distances (of codes of several words: above), then the keys (see step 1)
                         y = q_labels[i, 0]
                         to, at = np.uint64(g * LANES * SEGMENT + lane_id * SEGMENT), np.uint64(start)
                         if n_words == 1:
                             _add_distances(flat_keys, to, flat_codes, at, stop - start, q_words[i, 0], True)
-                        for w in range(n_words if n_words > 1 else 0):
-                            at_w = np.uint64((w * LANES + lane_id) * plane)
-                            _add_distances(flat_keys, to, planes, at_w, stop - start, q_words[i, w], w == 0)
                         if multi_label:
                             for t in range(stop - start):
                                 u = np.uint64(t)
