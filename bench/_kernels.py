@@ -72,30 +72,25 @@ def _relevant(query_labels, labels, t, multi_label):
     return shared != 0
 
 
-# The key loops index segments (views) from 0 with range() counters: numba then knows the indices are not
-# negative and leaves out the wrap-around of negative indices, which would keep LLVM from vectorising them.
+# The loops on views index them from 0 with range() counters: numba then knows the indices are not negative and
+# leaves out the wrap-around of negative indices, which would keep LLVM from vectorising them.
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _keys(query, segment, query_labels, labels, multi_label, keys, buckets, lane_id):
-    """The key 2 * (bucket * LANES + lane_id) + relevant (its counter's index) of each item of a segment of lane
-    ``lane_id``, for labels of several words or spherical buckets (``_scan_chunk`` keys Hamming distances with one
-    label word itself): a popcount loop per word, then a relevance loop."""
-    if buckets.shape[0] > 1:
-        for t in range(segment.shape[0]):
-            n_xor = 0
-            n_and = 0
-            for w in range(segment.shape[1]):
-                n_xor += np.int64(_popcount(query[w] ^ segment[t, w]))
-                n_and += np.int64(_popcount(query[w] & segment[t, w]))
-            keys[t] = buckets[n_xor, n_and]
-    else:
-        x = query[0]
-        for t in range(segment.shape[0]):
-            keys[t] = _popcount(x ^ segment[t, 0])
-        for w in range(1, segment.shape[1]):
-            x = query[w]
-            for t in range(segment.shape[0]):
-                keys[t] += _popcount(x ^ segment[t, w])
+def _spherical_buckets(query, segment, buckets, keys):
+    """keys[t]: the rank of item t's spherical distance, ``buckets[popcount(xor), popcount(and)]``."""
     for t in range(segment.shape[0]):
+        n_xor = 0
+        n_and = 0
+        for w in range(segment.shape[1]):
+            n_xor += np.int64(_popcount(query[w] ^ segment[t, w]))
+            n_and += np.int64(_popcount(query[w] & segment[t, w]))
+        keys[t] = buckets[n_xor, n_and]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _relevance_keys(query_labels, labels, multi_label, keys, lane_id):
+    """Each bucket in ``keys`` turned into its key 2 * (bucket * LANES + lane_id) + relevant, for labels of several
+    words (``_scan_chunk`` keys one label word itself, on flat arrays)."""
+    for t in range(keys.shape[0]):
         keys[t] = 2 * (keys[t] * LANES + lane_id) + _relevant(query_labels, labels, t, multi_label)
 
 
@@ -359,14 +354,14 @@ def _scan_chunk(
     count_bits = 1  # the bits of a lane's count, a counter's low bits (b * LANES + l above them)
     while (1 << count_bits) <= last_lane:
         count_bits += 1
-    # Hamming distances with one label word (the common case) are keyed here, on flat arrays: no call, no view per
+    # Hamming distances and one label word (the common cases) are keyed here, on flat arrays: no call, no view per
     # segment. Codes of several words are first copied, PLANE items at a time, into a plane per word (word w of
     # each item), so that each word's popcount loop reads contiguous words and is vectorised: `evaluate` 0.106-0.109
     # against 0.126 s at 1,000 x 54,000 x 128 bits, 0.166-0.170 against 0.216-0.221 at 256, the copy included.
     # One-word codes are their own plane.
-    inline = d_labels.shape[1] == 1 and buckets.shape[0] == 1
+    spherical = buckets.shape[0] > 1
     n_words = d_words.shape[1]
-    planes = np.empty(n_words * PLANE if inline and n_words > 1 else 0, d_words.dtype)
+    planes = np.empty(n_words * PLANE if not spherical and n_words > 1 else 0, d_words.dtype)
     flat_codes, flat_labels, flat_keys = d_words.reshape(-1), d_labels.reshape(-1), keys.reshape(-1)
     counters = np.empty((GROUP, n_counters + 1), counter.dtype)
     # The lists of relevant items sized once, exactly (growing one would copy it): a slot for each relevant item
@@ -410,32 +405,26 @@ def _scan_chunk(
                                 _add_distances(flat_keys, to, planes, np.uint64(w * PLANE), n, x, w == 0)
                 for g in range(group):  # the segment is read from memory for the first query, from cache after
                     i = first + g
-                    if inline:  # the distances (of codes of several words: above), then the keys (see step 1)
-                        y = q_labels[i, 0]
-                        to, at = np.uint64(g * LANES * SEGMENT + lane_id * SEGMENT), np.uint64(start)
-                        if n_words == 1:
-                            _add_distances(flat_keys, to, flat_codes, at, stop - start, q_words[i, 0], True)
-                        if multi_label:
-                            for t in range(stop - start):
-                                u = np.uint64(t)
-                                key = flat_keys[to + u] * LANES + lane_id
-                                flat_keys[to + u] = 2 * key + ((flat_labels[at + u] & y) != 0)
-                        else:
-                            for t in range(stop - start):
-                                u = np.uint64(t)
-                                key = flat_keys[to + u] * LANES + lane_id
-                                flat_keys[to + u] = 2 * key + (flat_labels[at + u] == y)
+                    # the buckets (the distances of codes of several words: above), then the keys (see step 1)
+                    to, at = np.uint64(g * LANES * SEGMENT + lane_id * SEGMENT), np.uint64(start)
+                    segment_keys = slice(lane_id * SEGMENT, lane_id * SEGMENT + stop - start)  # a view only where used
+                    if spherical:
+                        _spherical_buckets(q_words[i], d_words[start:stop], buckets, keys[g, segment_keys])
+                    elif n_words == 1:
+                        _add_distances(flat_keys, to, flat_codes, at, stop - start, q_words[i, 0], True)
+                    y = q_labels[i, 0]
+                    if d_labels.shape[1] > 1:
+                        _relevance_keys(q_labels[i], d_labels[start:stop], multi_label, keys[g, segment_keys], lane_id)
+                    elif multi_label:
+                        for t in range(stop - start):
+                            u = np.uint64(t)
+                            key = flat_keys[to + u] * LANES + lane_id
+                            flat_keys[to + u] = 2 * key + ((flat_labels[at + u] & y) != 0)
                     else:
-                        _keys(
-                            q_words[i],
-                            d_words[start:stop],
-                            q_labels[i],
-                            d_labels[start:stop],
-                            multi_label,
-                            keys[g, lane_id * SEGMENT : (lane_id + 1) * SEGMENT],
-                            buckets,
-                            lane_id,
-                        )
+                        for t in range(stop - start):
+                            u = np.uint64(t)
+                            key = flat_keys[to + u] * LANES + lane_id
+                            flat_keys[to + u] = 2 * key + (flat_labels[at + u] == y)
             for g in range(group):
                 _count_segment(keys[g], m, m_last, counters[g], hits[g], positions[g])
         for g in range(group):  # the group's rank passes, then its summaries: measured faster than alternated

@@ -266,13 +266,13 @@ def test_any_code_length_matches_reference(n_bits, multi_label):
     assert ours["curves"]["p@n"]["precision"] == pytest.approx([ref["p@5"], ref["p@90"]], abs=1e-12)
 
 
-@pytest.mark.parametrize("multi_label", [False, True])
-def test_codes_of_several_words_over_several_segments_match_reference(multi_label):
-    """Codes of several words are copied into word planes a segment at a time: a database of more than two
-    segments a lane, lanes of unequal length."""
-    rng = np.random.default_rng(31 + multi_label)
+@pytest.mark.parametrize(("multi_label", "n_classes"), [(False, 4), (True, 4), (True, 70)])
+def test_codes_of_several_words_over_several_segments_match_reference(multi_label, n_classes):
+    """Codes of several words are copied into word planes PLANE items at a time: a database of more than two
+    segments a lane, lanes of unequal length; labels of one word, and of two (70 labels)."""
+    rng = np.random.default_rng(31 + multi_label + n_classes)
     n_database = 2 * _kernels.LANES * _kernels.SEGMENT + 7
-    q, d, ql, dl = random_case(rng, 4, n_database, 130, multi_label=multi_label, n_patterns=5)
+    q, d, ql, dl = random_case(rng, 4, n_database, 130, n_classes, multi_label, n_patterns=5)
     ours = evaluate(q, d, ql, dl, topk=(100, n_database), pn=(50,))
     ref = reference_evaluate(q, d, ql, dl, topk=(100, n_database), pn=(50,))
     for key in ("map", "map@100", f"map@{n_database}"):
